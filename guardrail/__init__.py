@@ -1,0 +1,58 @@
+"""spillguard: a hallucination guardrail for local Hugging Face LLMs.
+
+It captures a model's raw logits while it generates, scores the answer tokens with spilled
+energy (Minut et al., ICLR 2026), compares the score with a calibrated threshold and flags,
+retries or abstains.
+
+>>> from guardrail import Guard
+>>> verdict = Guard.default().ask("What is the capital of Australia?")
+>>> verdict.action, verdict.answer, verdict.score
+"""
+
+from guardrail.calibration import Calibration as Calibration
+from guardrail.errors import CalibrationError as CalibrationError
+from guardrail.errors import CaptureError as CaptureError
+from guardrail.errors import ContextLengthError as ContextLengthError
+from guardrail.errors import HallucinationDetected as HallucinationDetected
+from guardrail.errors import InvalidInputError as InvalidInputError
+from guardrail.errors import ModelError as ModelError
+from guardrail.errors import NonFiniteLogitsError as NonFiniteLogitsError
+from guardrail.errors import SpillguardError as SpillguardError
+from guardrail.guard import Guard as Guard
+from guardrail.localize import ExplicitSpan as ExplicitSpan
+from guardrail.localize import HeuristicLocalizer as HeuristicLocalizer
+from guardrail.localize import LLMExtractionLocalizer as LLMExtractionLocalizer
+from guardrail.localize import Span as Span
+from guardrail.localize import WholeAnswer as WholeAnswer
+from guardrail.policy import Action as Action
+from guardrail.policy import Policy as Policy
+from guardrail.scores import TokenScores as TokenScores
+from guardrail.scores import TokenStep as TokenStep
+from guardrail.verdict import Attempt as Attempt
+from guardrail.verdict import Verdict as Verdict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "Attempt",
+    "Calibration",
+    "CalibrationError",
+    "CaptureError",
+    "ContextLengthError",
+    "ExplicitSpan",
+    "Guard",
+    "HallucinationDetected",
+    "HeuristicLocalizer",
+    "InvalidInputError",
+    "LLMExtractionLocalizer",
+    "ModelError",
+    "NonFiniteLogitsError",
+    "Policy",
+    "Span",
+    "SpillguardError",
+    "TokenScores",
+    "TokenStep",
+    "Verdict",
+    "WholeAnswer",
+]

@@ -1,0 +1,167 @@
+"""Calibration: how a verdict turns per-token scores into one number and compares it.
+
+A :class:`Calibration` is a small linear detector over pooled features of the localized span::
+
+    score = bias + Σ_i weight_i · (pool_i(metric_i over span) - center_i) / scale_i
+
+oriented so that **higher means more likely hallucinated**; an answer is hallucinated when
+``score > threshold``. One feature with weight -1 is the paper's ΔE-min (a strongly negative
+spilled energy on some answer token flags the answer); several features are a logistic
+combination. Calibration files are JSON validated by a versioned schema and bound to a model
+fingerprint; they are never pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from guardrail.energy import Metric, Pooling
+from guardrail.errors import CalibrationError
+from guardrail.localize import LOCALIZERS, Span
+from guardrail.scores import TokenScores
+
+__all__ = ["SCHEMA_VERSION", "Calibration", "Feature", "ModelFingerprint", "Report", "fingerprint"]
+
+SCHEMA_VERSION = 1
+
+# Provisional threshold of the uncalibrated default (-ΔE min over the heuristic span), measured
+# on the bundled model's answers to world-capital questions; a fitted calibration replaces it.
+UNCALIBRATED_THRESHOLD = 1.0
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Feature(_Frozen):
+    """One pooled metric of the span, standardized and weighted."""
+
+    metric: Metric
+    pooling: Pooling
+    weight: float
+    center: float = 0.0
+    scale: float = Field(1.0, gt=0)
+
+    def describe(self) -> str:
+        """E.g. ``-1·spilled_energy[min]``."""
+        return f"{self.weight:+.3g}·{self.metric}[{self.pooling}]"
+
+
+class ModelFingerprint(_Frozen):
+    """Identifies the model a calibration was fitted for."""
+
+    name: str
+    vocab_size: int = Field(gt=0)
+    tokenizer_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Report(_Frozen):
+    """What the calibration measured on its validation split."""
+
+    n: int = Field(gt=0)
+    n_hallucinated: int = Field(ge=0)
+    auroc: float = Field(ge=0, le=1)
+    auroc_low: float = Field(ge=0, le=1)
+    auroc_high: float = Field(ge=0, le=1)
+    precision: float = Field(ge=0, le=1)
+    recall: float = Field(ge=0, le=1)
+    flag_rate: float = Field(ge=0, le=1)
+    data: str
+
+
+class Calibration(_Frozen):
+    """Metric(s), pooling, direction, localizer and threshold of a verdict.
+
+    Attributes:
+        schema_version: file format version; only :data:`SCHEMA_VERSION` loads.
+        model: fingerprint of the model it was fitted for; ``None`` applies to any model.
+        localizer: name of the localizer the features were measured on.
+        features: at least one weighted pooled metric.
+        bias: added to the weighted sum.
+        threshold: an answer is hallucinated when its score is above it.
+        goal: how the threshold was chosen, e.g. ``"f1"`` or ``"false-flag-rate=0.1"``.
+        report: validation measurements; ``None`` when uncalibrated.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model: ModelFingerprint | None = None
+    localizer: str = "heuristic"
+    features: tuple[Feature, ...] = Field(min_length=1)
+    bias: float = 0.0
+    threshold: float
+    goal: str = "uncalibrated"
+    report: Report | None = None
+
+    @field_validator("localizer")
+    @classmethod
+    def _known_localizer(cls, value: str) -> str:
+        if value not in LOCALIZERS:
+            raise ValueError(f"`localizer` must be one of {LOCALIZERS}, got {value!r}")
+        return value
+
+    @classmethod
+    def uncalibrated(cls, threshold: float = UNCALIBRATED_THRESHOLD) -> Calibration:
+        """The paper's default: ΔE pooled with min over the heuristic span, negated."""
+        feature = Feature(metric="spilled_energy", pooling="min", weight=-1.0)
+        return cls(features=(feature,), threshold=threshold)
+
+    def score(self, scores: TokenScores, span: Span) -> float:
+        """The span's score, higher = more likely hallucinated."""
+        total = self.bias
+        for f in self.features:
+            total += f.weight * (scores.pooled(f.metric, f.pooling, span.indices) - f.center) / f.scale
+        return total
+
+    def describe(self) -> str:
+        """One line: the formula, the localizer and the threshold."""
+        terms = " ".join(f.describe() for f in self.features)
+        bias = f" {self.bias:+.3g}" if self.bias else ""
+        return f"{terms}{bias} over the {self.localizer} span > {self.threshold:.4g} ({self.goal})"
+
+    def check_model(self, actual: ModelFingerprint) -> None:
+        """Raise :class:`CalibrationError` when this calibration is for another model."""
+        if self.model is not None and self.model != actual:
+            raise CalibrationError(
+                f"calibration was fitted for model {self.model.name!r} (vocab {self.model.vocab_size}, "
+                f"tokenizer {self.model.tokenizer_sha256[:12]}), not for {actual.name!r} "
+                f"(vocab {actual.vocab_size}, tokenizer {actual.tokenizer_sha256[:12]}); "
+                "calibrate this model with `spillguard calibrate`"
+            )
+
+    def save(self, path: str | Path) -> None:
+        """Write the calibration as indented JSON."""
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        """Read and validate a calibration file; every failure is a :class:`CalibrationError`."""
+        try:
+            data: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"cannot read calibration file {str(path)!r}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise CalibrationError(
+                f"calibration file {str(path)!r} has schema_version {version!r}; "
+                f"this spillguard reads version {SCHEMA_VERSION}"
+            )
+        try:
+            calibration = cls.model_validate(data)
+        except ValidationError as exc:
+            raise CalibrationError(f"invalid calibration file {str(path)!r}:\n{exc}") from exc
+        if not math.isfinite(calibration.threshold):
+            raise CalibrationError(f"calibration file {str(path)!r} has a non-finite threshold")
+        return calibration
+
+
+def fingerprint(name: str, tokenizer: Any, vocab_size: int) -> ModelFingerprint:
+    """Fingerprint of a model: its name, vocabulary size and a hash of the tokenizer's vocab."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    digest = hashlib.sha256(vocab.encode("utf-8")).hexdigest()
+    return ModelFingerprint(name=name, vocab_size=vocab_size, tokenizer_sha256=digest)

@@ -1,0 +1,141 @@
+"""The math of spilled energy: pure, vectorized, no model, no I/O.
+
+Sign convention and units (β = 1, nats), following the paper's released code. With ``z_t`` the
+*raw* logit vector of generation step ``t`` (before any logits processor) and ``y_t`` the token
+it emitted:
+
+===================  ==========================================  =========================
+logit energy         ``E_l(t) = -z_t[y_t]``                       needs step t
+marginal energy      ``E_m(t) = -logsumexp(z_{t+1})``             needs step t+1
+spilled energy       ``ΔE(t) = logsumexp(z_{t+1}) - z_t[y_t]``    needs steps t and t+1
+token log-prob       ``log p_t(y_t) = z_t[y_t] - logsumexp(z_t)`` needs step t
+===================  ==========================================  =========================
+
+Identity (tested): ``ΔE(t) = -log p_t(y_t) + logsumexp(z_{t+1}) - logsumexp(z_t)``. No absolute
+value is taken. Scaled spilled energy is ``|E_m(t)| · ΔE(t)`` (paper §4.2).
+
+Everything a score needs reduces, per step and sequence, to four numbers: the chosen token's
+raw logit, the step's log-partition ``logsumexp(z_t)``, the next step's log-partition and the
+step's entropy. :func:`step_statistics` computes the per-step reductions from a logits row on
+the model's device; :func:`teacher_forced_statistics` does the same for a whole teacher-forced
+sequence; the remaining functions work on the resulting per-token NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+
+from guardrail.errors import InvalidInputError
+
+__all__ = [
+    "METRICS",
+    "POOLINGS",
+    "Metric",
+    "Pooling",
+    "derived_metric",
+    "pool",
+    "step_statistics",
+    "teacher_forced_statistics",
+]
+
+Metric = Literal[
+    "spilled_energy",
+    "scaled_spilled_energy",
+    "marginal_energy",
+    "logit_energy",
+    "logprob",
+    "entropy",
+]
+Pooling = Literal["min", "max", "mean", "last"]
+METRICS: tuple[str, ...] = get_args(Metric)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+
+
+def step_statistics(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-partition and entropy of raw logits, reduced over the vocabulary in float32.
+
+    Args:
+        logits: raw (unprocessed) logits of shape ``(..., vocab)``; any float dtype.
+            Entries of ``-inf`` (masked vocabulary slots) are allowed.
+
+    Returns:
+        ``(log_partition, entropy)``, each of shape ``(...)`` and dtype float32.
+    """
+    z = logits.float()
+    lse = torch.logsumexp(z, dim=-1)  # (...)
+    p = torch.exp(z - lse.unsqueeze(-1))  # (..., vocab)
+    zp = torch.where(p > 0, p * z, torch.zeros_like(z))  # avoids 0 * -inf
+    return lse, lse - zp.sum(dim=-1)
+
+
+def teacher_forced_statistics(
+    logits: torch.Tensor, token_ids: torch.Tensor, start: int
+) -> dict[str, torch.Tensor]:
+    """Per-token statistics of ``token_ids[start:]`` from one teacher-forced forward pass.
+
+    In a forward pass ``logits[i]`` predicts ``token_ids[i + 1]``: token ``i`` was emitted by the
+    step whose logits are ``logits[i - 1]``, and its "next step" is ``logits[i]``.
+
+    Args:
+        logits: raw logits of shape ``(seq, vocab)`` for the whole sequence.
+        token_ids: shape ``(seq,)``, the sequence the logits were computed on.
+        start: index of the first scored token; ``1 <= start < seq``.
+
+    Returns:
+        float32 tensors of shape ``(seq - start,)``: ``chosen_logit``, ``log_partition``,
+        ``next_log_partition`` and ``entropy``.
+    """
+    if not 1 <= start < token_ids.shape[0]:
+        raise InvalidInputError(f"`start` must be in [1, {token_ids.shape[0]}), got {start}")
+    emitting = logits[start - 1 : -1]  # (n, vocab): step that produced each scored token
+    chosen = emitting.gather(-1, token_ids[start:].unsqueeze(-1)).squeeze(-1).float()
+    lse, entropy = step_statistics(emitting)
+    next_lse, _ = step_statistics(logits[-1:])
+    return {
+        "chosen_logit": chosen,
+        "log_partition": lse,
+        "next_log_partition": torch.cat([lse[1:], next_lse]),
+        "entropy": entropy,
+    }
+
+
+def derived_metric(
+    metric: str,
+    *,
+    chosen_logit: np.ndarray,
+    log_partition: np.ndarray,
+    next_log_partition: np.ndarray,
+    entropy: np.ndarray,
+) -> np.ndarray:
+    """One per-token metric from the four per-token statistics (all shape ``(n,)``)."""
+    if metric == "spilled_energy":
+        return next_log_partition - chosen_logit
+    if metric == "scaled_spilled_energy":
+        return np.abs(next_log_partition) * (next_log_partition - chosen_logit)
+    if metric == "marginal_energy":
+        return -next_log_partition
+    if metric == "logit_energy":
+        return -chosen_logit
+    if metric == "logprob":
+        return chosen_logit - log_partition
+    if metric == "entropy":
+        return entropy.copy()
+    raise InvalidInputError(f"`metric` must be one of {METRICS}, got {metric!r}")
+
+
+def pool(values: np.ndarray, pooling: str) -> float:
+    """Reduce the per-token ``values`` of a span (shape ``(n,)``, ``n >= 1``) to one number."""
+    if values.ndim != 1 or values.shape[0] == 0:
+        raise InvalidInputError(f"`values` must be a non-empty 1-d array, got shape {values.shape}")
+    if pooling == "min":
+        return float(values.min())
+    if pooling == "max":
+        return float(values.max())
+    if pooling == "mean":
+        return float(values.mean())
+    if pooling == "last":
+        return float(values[-1])
+    raise InvalidInputError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}")

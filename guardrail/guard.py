@@ -1,0 +1,453 @@
+"""The guard: model + tokenizer + capture + localizer + calibration + policy.
+
+>>> guard = Guard.default()                      # bundled SmolLM2-135M-Instruct
+>>> verdict = guard.ask("What is the capital of Australia?")
+>>> verdict.action, verdict.answer, verdict.score
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
+from guardrail.capture import generate_with_scores, score_teacher_forced
+from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
+from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
+from guardrail.localize import (
+    LOCALIZERS,
+    ExplicitSpan,
+    HeuristicLocalizer,
+    LLMExtractionLocalizer,
+    Localizer,
+    Span,
+    WholeAnswer,
+    token_offsets,
+)
+from guardrail.policy import Action, Policy
+from guardrail.scores import TokenScores, TokenStep
+from guardrail.verdict import Attempt, Verdict
+
+__all__ = ["Guard"]
+
+_SHIPPED_CALIBRATION = Path(__file__).parent / "data" / "default_calibration.json"
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """A question and the exact text fed to the model for it."""
+
+    question: str
+    text: str
+
+
+class Guard:
+    """Generates answers with a local causal LM and judges them by spilled energy.
+
+    Args:
+        model: a loaded Hugging Face causal LM (``AutoModelForCausalLM``), any device/dtype.
+        tokenizer: its tokenizer.
+        calibration: how to score and where the threshold lies; default
+            :meth:`Calibration.uncalibrated` (the paper's ΔE-min, negated).
+        localizer: a localizer name (``"heuristic"``, ``"llm"``, ``"whole"``) or object;
+            default: the calibration's localizer.
+        policy: what to do above the threshold; default flag.
+        max_new_tokens: answer length limit, >= 1.
+        system_prompt: optional system message for chat-templated prompts.
+        name: model name for the calibration fingerprint; default the model's ``name_or_path``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        calibration: Calibration | None = None,
+        localizer: str | Localizer | None = None,
+        policy: Policy | None = None,
+        max_new_tokens: int = 64,
+        system_prompt: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        vocab_size = _check_model(model, tokenizer)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InvalidInputError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        model_name = name or Path(str(getattr(model, "name_or_path", "") or "model")).name
+        self.fingerprint: ModelFingerprint = fingerprint(model_name, tokenizer, vocab_size)
+        self.calibration = calibration or Calibration.uncalibrated()
+        self.calibration.check_model(self.fingerprint)
+        self.localizer = self._make_localizer(localizer or self.calibration.localizer)
+        self.policy = policy or Policy()
+        self._eos = _eos_ids(model, tokenizer)
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos[0]
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> Guard:
+        """The bundled SmolLM2-135M-Instruct with its shipped calibration (if present)."""
+        model, tokenizer = load_default()
+        if "calibration" not in kwargs and _SHIPPED_CALIBRATION.is_file():
+            kwargs["calibration"] = Calibration.load(_SHIPPED_CALIBRATION)
+        return cls(model, tokenizer, name=DEFAULT_MODEL_NAME, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> Guard:
+        """Load a model from a local directory or ``.gguf`` file and guard it."""
+        model, tokenizer = load_local(path, dtype=dtype, device=device)
+        return cls(model, tokenizer, **kwargs)
+
+    # -- public entry points -------------------------------------------------------------
+
+    def ask(self, question: str, **generation: Any) -> Verdict:
+        """Answer ``question`` and judge the answer (retrying if the policy says so).
+
+        ``generation`` overrides decoding for the first attempt (``max_new_tokens``,
+        ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
+        ``stop_strings``); energies always come from the raw logits.
+        """
+        return self.ask_batch([question], **generation)[0]
+
+    def ask_batch(self, questions: Sequence[str], *, batch_size: int = 8, **generation: Any) -> list[Verdict]:
+        """Answer and judge several questions, ``batch_size`` at a time (left padding)."""
+        if isinstance(questions, str) or not isinstance(questions, Sequence) or not questions:
+            raise InvalidInputError(f"`questions` must be a non-empty list of strings, got {questions!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+        prompts = [self._prompt(q) for q in questions]
+        history: list[list[Attempt]] = [[] for _ in prompts]
+        for attempt in range(1, self.policy.attempts + 1):
+            todo = [i for i, h in enumerate(history) if not h or self._retry_wanted(h)]
+            if not todo:
+                break
+            change = self.policy.retry_decoding(attempt)
+            for chunk in _chunks(todo, batch_size):
+                found = self._attempt([prompts[i] for i in chunk], [history[i] for i in chunk], change, generation)
+                for i, result in zip(chunk, found):
+                    history[i].append(result)
+        return [self._verdict(p.question, h) for p, h in zip(prompts, history)]
+
+    def stream(self, question: str, **generation: Any) -> Iterator[str | TokenStep | Verdict]:
+        """Answer ``question`` while streaming; judge the answer at the end.
+
+        Yields, in order of availability: ``str`` text deltas as tokens are produced,
+        :class:`TokenStep` energies (each one token late, since spilled energy needs the next
+        step), and finally the :class:`Verdict`. Streaming makes one attempt: under a retry
+        policy the verdict applies ``after_retries``. Closing the generator early stops
+        generation at the next token.
+        """
+        prompt = self._prompt(question)
+        kwargs = self._generation_kwargs({}, generation)
+        enc = self._batch([prompt.text], int(kwargs["max_new_tokens"]))
+        events: queue.Queue[object] = queue.Queue()
+        stop = threading.Event()
+        streamer = _TextStreamer(self.tokenizer, self._eos, events.put)
+
+        def run() -> None:
+            try:
+                rows, _ = generate_with_scores(
+                    self.model, **enc, eos_token_ids=self._eos, pad_token_id=self._pad,
+                    on_step=events.put, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Cancelled(stop)]), **kwargs,
+                )
+                events.put(_Finished(rows[0]))
+            except BaseException as exc:  # re-raised in the consumer's thread
+                events.put(_Finished(None, exc))
+
+        worker = threading.Thread(target=run, name="spillguard-stream", daemon=True)
+        worker.start()
+        try:
+            streamed = 0
+            while not isinstance(item := events.get(), _Finished):
+                streamed += isinstance(item, TokenStep)
+                yield item  # type: ignore[misc]
+            if item.error is not None:
+                raise item.error
+            assert item.scores is not None
+            yield from _remaining_steps(item.scores, streamed)
+            yield self._verdict(prompt.question, [self._judge(prompt.question, item.scores, _describe({}, kwargs), self.localizer)])
+        finally:
+            stop.set()
+            worker.join()
+
+    def check(
+        self,
+        question: str,
+        answer: str,
+        *,
+        span: str | tuple[int, int] | None = None,
+        raw: bool = False,
+    ) -> Verdict:
+        """Judge a given answer with one teacher-forced pass (no generation, no retry).
+
+        Args:
+            question: the question (chat-templated unless ``raw``).
+            answer: the answer text to score.
+            span: the exact answer as a substring or ``(start, end)`` characters of ``answer``;
+                default: the guard's localizer.
+            raw: feed ``question`` as the prompt text as is.
+        """
+        prompt = self._prompt(question, raw=raw)
+        _check_text("answer", answer)
+        ids = self._encode(prompt.text + answer)
+        prompt_ids = self._encode(prompt.text)
+        if not torch.equal(ids[: len(prompt_ids)], prompt_ids) or len(ids) == len(prompt_ids):
+            ids = torch.cat([prompt_ids, self._encode(answer)])
+        self._check_length(len(ids), 0)
+        answer_ids = ids[len(prompt_ids) :]
+        scores = score_teacher_forced(self.model, prompt_ids, answer_ids)
+        localizer: Localizer = self.localizer
+        if span is not None:
+            localizer = ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=tuple(span))
+        return self._verdict(prompt.question, [self._judge(prompt.question, scores, "given", localizer)])
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _prompt(self, question: str, *, raw: bool = False) -> _Prompt:
+        _check_text("question", question)
+        if raw or not getattr(self.tokenizer, "chat_template", None):
+            return _Prompt(question, question)
+        messages = [{"role": "user", "content": question}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return _Prompt(question, text)
+
+    def _encode(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+    def _check_length(self, prompt_tokens: int, new_tokens: int) -> None:
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and prompt_tokens + new_tokens > limit:
+            raise ContextLengthError(
+                f"prompt of {prompt_tokens} tokens + {new_tokens} new tokens exceeds the model's "
+                f"context of {limit} tokens; shorten the question or lower `max_new_tokens`"
+            )
+
+    def _retry_wanted(self, history: list[Attempt]) -> bool:
+        return min(a.score for a in history) > self.calibration.threshold
+
+    def _attempt(
+        self,
+        prompts: list[_Prompt],
+        histories: list[list[Attempt]],
+        change: Mapping[str, Any],
+        generation: Mapping[str, Any],
+    ) -> list[Attempt]:
+        texts = [self._with_feedback(p, h, change.get("feedback")) for p, h in zip(prompts, histories)]
+        kwargs = self._generation_kwargs(change, generation)
+        enc = self._batch(texts, int(kwargs["max_new_tokens"]))
+        with _seeded(change.get("seed"), _device(self.model)):
+            rows, _ = generate_with_scores(
+                self.model, **enc, eos_token_ids=self._eos, pad_token_id=self._pad, **kwargs
+            )
+        label = _describe(change, kwargs)
+        return [self._judge(p.question, s, label, self.localizer) for p, s in zip(prompts, rows)]
+
+    def _generation_kwargs(self, change: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generation}
+        if change:
+            kwargs.update(do_sample=True, temperature=change["temperature"], top_k=0, top_p=1.0)
+        if kwargs.get("stop_strings"):
+            kwargs["tokenizer"] = self.tokenizer
+        return kwargs
+
+    def _batch(self, texts: list[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
+        """Left-padded ``input_ids`` and ``attention_mask`` on the model's device."""
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        self._check_length(enc["input_ids"].shape[1], max_new_tokens)
+        device = _device(self.model)
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def _with_feedback(self, prompt: _Prompt, history: list[Attempt], feedback: str | None) -> str:
+        if feedback is None or not history or prompt.text == prompt.question:
+            return prompt.text
+        messages = [{"role": "user", "content": prompt.question}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages += [{"role": "assistant", "content": history[-1].answer}, {"role": "user", "content": feedback}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _judge(self, question: str, scores: TokenScores, decoding: str, localizer: Localizer) -> Attempt:
+        answer, offsets = token_offsets(lambda ids: self.tokenizer.decode(ids), scores.token_ids.tolist())
+        tokens = tuple(answer[a:b] for a, b in offsets)
+        if not answer.strip():
+            empty = Span(0, 0, 0, 0, "", "empty answer: cannot be scored")
+            return Attempt(answer, tokens, scores, empty, math.inf, decoding)
+        span = localizer.locate(question, answer, offsets)
+        return Attempt(answer, tokens, scores, span, self.calibration.score(scores, span), decoding)
+
+    def _verdict(self, question: str, attempts: list[Attempt]) -> Verdict:
+        chosen = min(range(len(attempts)), key=lambda i: attempts[i].score)
+        action = self.policy.decide(attempts[chosen].score, self.calibration.threshold)
+        text = self.policy.abstain_text if action is Action.ABSTAIN else attempts[chosen].answer
+        return Verdict(
+            question=question,
+            text=text,
+            action=action,
+            threshold=self.calibration.threshold,
+            attempts=tuple(attempts),
+            chosen=chosen,
+            calibration=self.calibration.describe(),
+        )
+
+    def _make_localizer(self, localizer: str | Localizer) -> Localizer:
+        if not isinstance(localizer, str):
+            return localizer
+        if localizer == "heuristic":
+            return HeuristicLocalizer()
+        if localizer == "whole":
+            return WholeAnswer()
+        if localizer == "llm":
+            return LLMExtractionLocalizer(self._complete)
+        raise InvalidInputError(f"`localizer` must be one of {LOCALIZERS} or a Localizer, got {localizer!r}")
+
+    def _complete(self, instruction: str) -> str:
+        """Greedy short completion of a chat message (used by the LLM-extraction localizer)."""
+        text = self._prompt(instruction).text
+        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(_device(self.model))
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, max_new_tokens=24, do_sample=False, pad_token_id=self._pad,
+                stop_strings=["\n"], tokenizer=self.tokenizer,
+            )
+        return str(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"`{name}` must be a str, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise InvalidInputError(f"`{name}` must contain a non-space character, got {value!r}")
+
+
+def _check_model(model: Any, tokenizer: Any) -> int:
+    """Validate the pair; return the model's vocabulary size (LM-head rows)."""
+    if not callable(getattr(model, "generate", None)) or not callable(getattr(model, "get_output_embeddings", None)):
+        raise ModelError(f"`model` must be a Hugging Face causal LM with `generate`, got {type(model).__name__}")
+    head = model.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise ModelError(
+            f"`model` ({type(model).__name__}) has no LM head, so no logits to score; "
+            "load it with AutoModelForCausalLM"
+        )
+    if not callable(getattr(tokenizer, "get_vocab", None)) or not callable(tokenizer):
+        raise ModelError(f"`tokenizer` must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+    vocab_size = int(head.weight.shape[0])
+    if len(tokenizer) > vocab_size:
+        raise ModelError(
+            f"tokenizer has {len(tokenizer)} tokens but the model's LM head has {vocab_size} rows; "
+            "they do not belong together"
+        )
+    return vocab_size
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
+    if not ids:
+        raise ModelError("neither the model's generation config nor the tokenizer defines an EOS token")
+    return list(dict.fromkeys(ids))
+
+
+def _device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else torch.device("cpu")
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG inside the block only (no effect when ``seed`` is None)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass(frozen=True)
+class _Finished:
+    scores: TokenScores | None
+    error: BaseException | None = None
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once the consumer closed the stream."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.stop.is_set(), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
+class _TextStreamer(BaseStreamer):
+    """Emits text deltas of the answer as tokens are chosen (prompt and EOS left out)."""
+
+    def __init__(self, tokenizer: Any, eos: list[int], emit: Any) -> None:
+        self.tokenizer, self.eos, self.emit = tokenizer, set(eos), emit
+        self.ids: list[int] = []
+        self.text = ""
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.ids += [i for i in value.view(-1).tolist() if i not in self.eos]
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd") or len(text) <= len(self.text):
+            return
+        delta, self.text = text[len(self.text) :], text
+        self.emit(delta)
+
+    def end(self) -> None:
+        """Nothing to flush: every complete character was emitted."""
+
+
+def _remaining_steps(scores: TokenScores, start: int) -> Iterator[TokenStep]:
+    """Steps of the tokens the stream could not score on the fly (the last one)."""
+    for i in range(start, len(scores)):
+        yield TokenStep(
+            index=i,
+            token_id=int(scores.token_ids[i]),
+            chosen_logit=float(scores.chosen_logit[i]),
+            log_partition=float(scores.log_partition[i]),
+            next_log_partition=float(scores.next_log_partition[i]),
+            entropy=float(scores.entropy[i]),
+        )
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _describe(change: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str:
+    if not change:
+        if kwargs.get("do_sample"):
+            return f"sample(temperature={kwargs.get('temperature', 1.0)})"
+        return "greedy"
+    label = f"sample(temperature={change['temperature']}, seed={change['seed']})"
+    return label + " + feedback" if "feedback" in change else label
