@@ -44,12 +44,17 @@ __all__ = ["Guard"]
 _SHIPPED_CALIBRATION = Path(__file__).parent / "data" / "default_calibration.json"
 
 
+Message = Mapping[str, str]
+PromptLike = str | Sequence[Message]
+
+
 @dataclass(frozen=True)
 class _Prompt:
-    """A question and the exact text fed to the model for it."""
+    """What the user asked, the chat messages (if templated) and the exact text fed to the model."""
 
     question: str
     text: str
+    messages: tuple[Message, ...] = ()
 
 
 class Guard:
@@ -119,22 +124,35 @@ class Guard:
 
     # -- public entry points -------------------------------------------------------------
 
-    def ask(self, question: str, **generation: Any) -> Verdict:
+    def ask(self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any) -> Verdict:
         """Answer ``question`` and judge the answer (retrying if the policy says so).
 
-        ``generation`` overrides decoding for the first attempt (``max_new_tokens``,
-        ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
-        ``stop_strings``); energies always come from the raw logits.
+        Args:
+            question: a question (chat-templated as one user message, after the guard's
+                ``system_prompt``), or a list of chat messages ``{"role", "content"}``.
+            raw: feed a string ``question`` to the model as is, without the chat template.
+            localize_in: the text the localizer treats as the question (words copied from it
+                are not the answer); default: ``question`` or its last user message. In RAG,
+                pass the user's query rather than the prompt holding the retrieved context.
+            **generation: decoding of the first attempt (``max_new_tokens``, ``do_sample``,
+                ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
+                ``stop_strings``); energies always come from the raw logits.
         """
-        return self.ask_batch([question], **generation)[0]
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
+        return self._ask_prompts([prompt], batch_size=1, generation=generation)[0]
 
-    def ask_batch(self, questions: Sequence[str], *, batch_size: int = 8, **generation: Any) -> list[Verdict]:
+    def ask_batch(
+        self, questions: Sequence[PromptLike], *, batch_size: int = 8, raw: bool = False, **generation: Any
+    ) -> list[Verdict]:
         """Answer and judge several questions, ``batch_size`` at a time (left padding)."""
         if isinstance(questions, str) or not isinstance(questions, Sequence) or not questions:
-            raise InvalidInputError(f"`questions` must be a non-empty list of strings, got {questions!r}")
+            raise InvalidInputError(f"`questions` must be a non-empty list of questions, got {questions!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
-        prompts = [self._prompt(q) for q in questions]
+        prompts = [self._prompt(q, raw=raw) for q in questions]
+        return self._ask_prompts(prompts, batch_size=batch_size, generation=generation)
+
+    def _ask_prompts(self, prompts: list[_Prompt], *, batch_size: int, generation: Mapping[str, Any]) -> list[Verdict]:
         history: list[list[Attempt]] = [[] for _ in prompts]
         for attempt in range(1, self.policy.attempts + 1):
             todo = [i for i, h in enumerate(history) if not h or self._retry_wanted(h)]
@@ -147,16 +165,18 @@ class Guard:
                     history[i].append(result)
         return [self._verdict(p.question, h) for p, h in zip(prompts, history)]
 
-    def stream(self, question: str, **generation: Any) -> Iterator[str | TokenStep | Verdict]:
+    def stream(
+        self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any
+    ) -> Iterator[str | TokenStep | Verdict]:
         """Answer ``question`` while streaming; judge the answer at the end.
 
         Yields, in order of availability: ``str`` text deltas as tokens are produced,
         :class:`TokenStep` energies (each one token late, since spilled energy needs the next
         step), and finally the :class:`Verdict`. Streaming makes one attempt: under a retry
         policy the verdict applies ``after_retries``. Closing the generator early stops
-        generation at the next token.
+        generation at the next token. Arguments as for :meth:`ask`.
         """
-        prompt = self._prompt(question)
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
         kwargs = self._generation_kwargs({}, generation)
         enc = self._batch([prompt.text], int(kwargs["max_new_tokens"]))
         events: queue.Queue[object] = queue.Queue()
@@ -192,11 +212,12 @@ class Guard:
 
     def check(
         self,
-        question: str,
+        question: PromptLike,
         answer: str,
         *,
         span: str | tuple[int, int] | None = None,
         raw: bool = False,
+        localize_in: str | None = None,
     ) -> Verdict:
         """Judge a given answer with one teacher-forced pass (no generation, no retry).
 
@@ -206,8 +227,9 @@ class Guard:
             span: the exact answer as a substring or ``(start, end)`` characters of ``answer``;
                 default: the guard's localizer.
             raw: feed ``question`` as the prompt text as is.
+            localize_in: as for :meth:`ask`.
         """
-        prompt = self._prompt(question, raw=raw)
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
         _check_text("answer", answer)
         ids = self._encode(prompt.text + answer)
         prompt_ids = self._encode(prompt.text)
@@ -223,15 +245,27 @@ class Guard:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _prompt(self, question: str, *, raw: bool = False) -> _Prompt:
-        _check_text("question", question)
-        if raw or not getattr(self.tokenizer, "chat_template", None):
-            return _Prompt(question, question)
-        messages = [{"role": "user", "content": question}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return _Prompt(question, text)
+    def _prompt(self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None) -> _Prompt:
+        if localize_in is not None:
+            _check_text("localize_in", localize_in)
+        if isinstance(question, str):
+            _check_text("question", question)
+            if raw or not getattr(self.tokenizer, "chat_template", None):
+                return _Prompt(localize_in or question, question)
+            messages: tuple[Message, ...] = ({"role": "user", "content": question},)
+        else:
+            messages = _check_messages(question)
+            if raw:
+                raise InvalidInputError("`raw=True` needs a string prompt, got chat messages")
+        if self.system_prompt and messages[0].get("role") != "system":
+            messages = ({"role": "system", "content": self.system_prompt}, *messages)
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        return _Prompt(localize_in or (users[-1] if users else messages[-1]["content"]), self._template(messages), messages)
+
+    def _template(self, messages: Sequence[Message]) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInputError("the tokenizer has no chat template; pass a string prompt with `raw=True`")
+        return str(self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False))
 
     def _encode(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
@@ -280,13 +314,10 @@ class Guard:
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
     def _with_feedback(self, prompt: _Prompt, history: list[Attempt], feedback: str | None) -> str:
-        if feedback is None or not history or prompt.text == prompt.question:
+        if feedback is None or not history or not prompt.messages:
             return prompt.text
-        messages = [{"role": "user", "content": prompt.question}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        messages += [{"role": "assistant", "content": history[-1].answer}, {"role": "user", "content": feedback}]
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        follow_up = ({"role": "assistant", "content": history[-1].answer}, {"role": "user", "content": feedback})
+        return self._template([*prompt.messages, *follow_up])
 
     def _judge(self, question: str, scores: TokenScores, decoding: str, localizer: Localizer) -> Attempt:
         answer, offsets = token_offsets(lambda ids: self.tokenizer.decode(ids), scores.token_ids.tolist())
@@ -339,6 +370,17 @@ def _check_text(name: str, value: object) -> None:
         raise InvalidInputError(f"`{name}` must be a str, got {type(value).__name__}: {value!r}")
     if not value.strip():
         raise InvalidInputError(f"`{name}` must contain a non-space character, got {value!r}")
+
+
+def _check_messages(messages: object) -> tuple[Message, ...]:
+    if not isinstance(messages, Sequence) or not messages:
+        raise InvalidInputError(f"`question` must be a str or a non-empty list of chat messages, got {messages!r}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InvalidInputError(f"message {i} must be a mapping with str `role` and `content`, got {m!r}")
+    if not any(m["content"].strip() for m in messages):
+        raise InvalidInputError(f"every chat message is empty: {messages!r}")
+    return tuple(dict(m) for m in messages)
 
 
 def _check_model(model: Any, tokenizer: Any) -> int:
