@@ -185,11 +185,12 @@ class ExplicitSpan:
 
 @dataclass(frozen=True)
 class HeuristicLocalizer:
-    """The first run of content words of the answer.
+    """The first run of content words of the answer, names and numbers first.
 
-    A content word is not a stop word and does not occur in the question. The run extends over
-    following content words, and over a connector ("of", "de", "and") that joins two
-    capitalized words ("Port of Spain"). With no content word, the whole answer is scored.
+    A content word is not a stop word and does not occur in the question. The run starts at the
+    first capitalized or numeric content word (the first content word if there is none) and
+    extends over following content words, and over a connector ("of", "de", "and") that joins
+    two capitalized words ("Port of Spain"). With no content word, the whole answer is scored.
     """
 
     name: str = "heuristic"
@@ -200,7 +201,8 @@ class HeuristicLocalizer:
         content = [w.group().lower() not in _STOP_WORDS and w.group().lower() not in seen for w in words]
         if not any(content):
             return _whole(answer, offsets, f"whole ({self.name}: no content word)")
-        first = content.index(True)
+        named = [i for i, w in enumerate(words) if content[i] and (w.group()[0].isupper() or w.group()[0].isdigit())]
+        first = named[0] if named else content.index(True)
         last = first
         while last + 1 < len(words):
             nxt = last + 1

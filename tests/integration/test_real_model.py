@@ -1,0 +1,115 @@
+"""End to end on the real bundled model (SmolLM2-135M-Instruct): invariants, CLI, example."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from guardrail import Guard, Verdict
+from guardrail.capture import generate_with_scores, score_teacher_forced
+from guardrail.cli import main
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+QUESTIONS = ["What is the capital of Australia?", "Who wrote Moby-Dick?", "What is 17 times 23?"]
+
+
+def chat(tokenizer: Any, question: str) -> str:
+    messages = [{"role": "user", "content": question}]
+    return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+
+@pytest.mark.parametrize("decoding", [
+    dict(do_sample=False, max_new_tokens=40),
+    dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3, max_new_tokens=12),
+])
+def test_generate_pass_equals_teacher_forced_pass(bundled: tuple[Any, Any], decoding: dict[str, Any]) -> None:
+    """DESIGN.md §1: ΔE from generate() == ΔE from a forward pass over the same text (fp32, 1e-3)."""
+    model, tokenizer = bundled
+    enc = tokenizer([chat(tokenizer, q) for q in QUESTIONS], return_tensors="pt", padding=True,
+                    padding_side="left", add_special_tokens=False)
+    torch.manual_seed(0)
+    rows, _ = generate_with_scores(model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[2],
+                                   pad_token_id=2, **decoding)
+    for i, row in enumerate(rows):
+        assert len(row) > 3
+        prompt = enc["input_ids"][i][enc["attention_mask"][i].bool()]
+        forced = score_teacher_forced(model, prompt, torch.tensor(row.token_ids))
+        assert np.abs(forced.spilled_energy - row.spilled_energy).max() <= 1e-3
+        assert np.abs(forced.logprob - row.logprob).max() <= 1e-3
+
+
+def test_score_json_matches_an_independent_teacher_forced_computation(
+    bundled: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, tokenizer = bundled
+    prompt, answer = "What is the capital of Australia?", "The capital of Australia is Sydney."
+    assert main(["score", "--prompt", prompt, "--answer", answer, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    prompt_ids = tokenizer(chat(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + answer_ids])).logits[0].double()
+    p = len(prompt_ids)
+    expected = [
+        (torch.logsumexp(logits[i], 0) - logits[i - 1, tok]).item() for i, tok in enumerate(answer_ids, start=p)
+    ]
+    expected_lp = [torch.log_softmax(logits[i - 1], 0)[tok].item() for i, tok in enumerate(answer_ids, start=p)]
+    assert out["token_ids"] == answer_ids
+    assert "".join(out["tokens"]) == answer
+    np.testing.assert_allclose(out["spilled_energy"], expected, atol=1e-3)
+    np.testing.assert_allclose(out["logprob"], expected_lp, atol=1e-3)
+    np.testing.assert_allclose(out["logit_energy"], [-logits[i - 1, t].item() for i, t in enumerate(answer_ids, start=p)], atol=1e-3)
+    span = out["span"]
+    assert span["text"] == "Sydney" and out["score"] is not None and out["action"] in ("allow", "flag")
+
+
+def test_demo_shows_answers_scores_and_verdicts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("verdict: score") == 10 and "⟦" in out and "scored span" in out
+    assert "-> FLAG" in out and "-> ALLOW" in out and "model is WRONG" in out
+
+
+def test_ask_json_and_bad_input_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ask", "What is the capital of Japan?", "--json", "--max-new-tokens", "16"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert "Tokyo" in verdict["answer"] and verdict["action"] in ("allow", "flag")
+    assert len(verdict["attempts"][0]["spilled_energy"]) == len(verdict["attempts"][0]["tokens"])
+    assert main(["ask", "   "]) == 2
+    assert "`question` must contain a non-space character" in capsys.readouterr().err
+
+
+def test_bench_runs_guarded_and_plain(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--config", "2x4", "--repeats", "1", "--json", "--reference"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (config,) = result["configs"]
+    assert config["batch"] == 2 and config["ratio_guarded_vs_plain"] > 0
+    assert config["capture_bytes_kept"] < config["output_logits_bytes"]
+
+
+def test_wrong_answers_score_higher_than_right_ones(real_guard: Guard) -> None:
+    right = real_guard.ask("What is the capital of Japan?", max_new_tokens=16)
+    wrong = real_guard.ask("What is the capital of Mali?", max_new_tokens=16)
+    assert "Tokyo" in right.answer and "Bamako" not in wrong.answer
+    assert isinstance(right, Verdict) and wrong.score > right.score
+
+
+def test_llm_extraction_localizer_runs_on_the_real_model(real_guard: Guard) -> None:
+    guard = Guard(real_guard.model, real_guard.tokenizer, localizer="llm", name=real_guard.fingerprint.name)
+    verdict = guard.ask("What is the capital of Japan?", max_new_tokens=16)
+    assert verdict.span.source.startswith(("llm", "heuristic")) and verdict.span.stop > verdict.span.start
+
+
+def test_quickstart_example_runs() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "abstaining guard returns" in result.stdout and "raised on request" in result.stdout
