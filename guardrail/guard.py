@@ -231,12 +231,9 @@ class Guard:
         """
         prompt = self._prompt(question, raw=raw, localize_in=localize_in)
         _check_text("answer", answer)
-        ids = self._encode(prompt.text + answer)
-        prompt_ids = self._encode(prompt.text)
-        if not torch.equal(ids[: len(prompt_ids)], prompt_ids) or len(ids) == len(prompt_ids):
-            ids = torch.cat([prompt_ids, self._encode(answer)])
-        self._check_length(len(ids), 0)
-        answer_ids = ids[len(prompt_ids) :]
+        # Tokenized apart, as generate() would have produced the answer after the prompt.
+        prompt_ids, answer_ids = self._encode(prompt.text), self._encode(answer)
+        self._check_length(len(prompt_ids), len(answer_ids))
         scores = score_teacher_forced(self.model, prompt_ids, answer_ids)
         localizer: Localizer = self.localizer
         if span is not None:

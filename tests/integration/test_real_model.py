@@ -29,15 +29,20 @@ def chat(tokenizer: Any, question: str) -> str:
 @pytest.mark.parametrize("decoding", [
     dict(do_sample=False, max_new_tokens=40),
     dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3, max_new_tokens=12),
+    dict(do_sample=False, max_new_tokens=30, stop_strings=["."]),
 ])
 def test_generate_pass_equals_teacher_forced_pass(bundled: tuple[Any, Any], decoding: dict[str, Any]) -> None:
     """DESIGN.md §1: ΔE from generate() == ΔE from a forward pass over the same text (fp32, 1e-3)."""
     model, tokenizer = bundled
     enc = tokenizer([chat(tokenizer, q) for q in QUESTIONS], return_tensors="pt", padding=True,
                     padding_side="left", add_special_tokens=False)
+    if "stop_strings" in decoding:
+        decoding = {**decoding, "tokenizer": tokenizer}
     torch.manual_seed(0)
     rows, _ = generate_with_scores(model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[2],
                                    pad_token_id=2, **decoding)
+    if "stop_strings" in decoding:  # each answer ends at its first period
+        assert all(tokenizer.decode(r.token_ids).count(".") == 1 for r in rows)
     for i, row in enumerate(rows):
         assert len(row) > 3
         prompt = enc["input_ids"][i][enc["attention_mask"][i].bool()]

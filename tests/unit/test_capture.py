@@ -139,3 +139,25 @@ def test_teacher_forced_input_validation(tiny_model: Any) -> None:
         score_teacher_forced(tiny_model, torch.tensor([], dtype=torch.long), torch.tensor([5]))
     with pytest.raises(InvalidInputError, match="`answer_ids`"):
         score_teacher_forced(tiny_model, torch.tensor([5]), torch.tensor([[5]]))
+
+
+def test_capture_keeps_o1_numbers_per_step_never_a_vocab_row_per_step(
+    tiny_model: Any, tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import guardrail.capture as capture
+
+    made: list[Any] = []
+
+    class Spy(capture._RawLogitRecorder):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(capture, "_RawLogitRecorder", Spy)
+    enc = prompts(tiny_tokenizer, ["paris", "what is the capital of france ?"])
+    run(tiny_model, enc, max_new_tokens=9, min_new_tokens=9)
+    (recorder,) = made
+    per_step = [*recorder.log_partition, *recorder.entropy, *recorder.chosen_logit]
+    assert len(per_step) == 3 * 9 - 1  # the last chosen logit is gathered after generate returns
+    assert all(t.shape == (2,) for t in per_step)
+    assert recorder.previous is not None and recorder.previous.shape == (2, tiny_model.config.vocab_size)
