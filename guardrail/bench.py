@@ -116,7 +116,7 @@ def _bench_config(model: Any, batch: int, tokens: int, args: argparse.Namespace)
         "batch": batch, "new_tokens": tokens,
         "median_s": med,
         "ratio_guarded_vs_plain": med["guarded"] / med["plain"],
-        "per_round_ratios": [g / p for g, p in zip(times["guarded"], times["plain"])],
+        "per_round_ratios": [g / p for g, p in zip(times["guarded"], times["plain"], strict=True)],
         "capture_bytes_kept": _capture_bytes(batch, tokens, vocab),
         "output_logits_bytes": batch * tokens * vocab * 4,
     }

@@ -46,7 +46,7 @@ class Feature(_Frozen):
     pooling: Pooling
     weight: float
     center: float = 0.0
-    scale: float = Field(1.0, gt=0)
+    scale: float = Field(default=1.0, gt=0)
 
     def describe(self) -> str:
         """E.g. ``-1·spilled_energy[min]``."""
@@ -73,6 +73,9 @@ class Report(_Frozen):
     recall: float = Field(ge=0, le=1)
     flag_rate: float = Field(ge=0, le=1)
     data: str
+    f1: float | None = Field(None, ge=0, le=1)
+    false_flag_rate: float | None = Field(None, ge=0, le=1)
+    selection: str | None = None
 
 
 class Calibration(_Frozen):
@@ -89,7 +92,7 @@ class Calibration(_Frozen):
         report: validation measurements; ``None`` when uncalibrated.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     model: ModelFingerprint | None = None
     localizer: str = "heuristic"
     features: tuple[Feature, ...] = Field(min_length=1)

@@ -130,7 +130,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"model: {guard.fingerprint.name}   calibration: {guard.calibration.describe()}\n")
     verdicts = guard.ask_batch([q for q, _ in DEMO_QUESTIONS])
     caught = 0
-    for i, ((question, reference), verdict) in enumerate(zip(DEMO_QUESTIONS, verdicts)):
+    for i, ((question, reference), verdict) in enumerate(zip(DEMO_QUESTIONS, verdicts, strict=True)):
         correct = reference.lower() in verdict.answer.lower()
         caught += (not correct) == verdict.hallucinated
         print(f"Q{i + 1}: {question}   (reference: {reference}; model is {'right' if correct else 'WRONG'})")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import queue
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
 from guardrail.capture import generate_with_scores, score_teacher_forced
@@ -37,6 +33,7 @@ from guardrail.localize import (
 )
 from guardrail.policy import Action, Policy
 from guardrail.scores import TokenScores, TokenStep
+from guardrail.streaming import stream_generation
 from guardrail.verdict import Attempt, Verdict
 
 __all__ = ["Guard"]
@@ -161,9 +158,9 @@ class Guard:
             change = self.policy.retry_decoding(attempt)
             for chunk in _chunks(todo, batch_size):
                 found = self._attempt([prompts[i] for i in chunk], [history[i] for i in chunk], change, generation)
-                for i, result in zip(chunk, found):
+                for i, result in zip(chunk, found, strict=True):
                     history[i].append(result)
-        return [self._verdict(p.question, h) for p, h in zip(prompts, history)]
+        return [self._verdict(p.question, h) for p, h in zip(prompts, history, strict=True)]
 
     def stream(
         self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any
@@ -179,36 +176,17 @@ class Guard:
         prompt = self._prompt(question, raw=raw, localize_in=localize_in)
         kwargs = self._generation_kwargs({}, generation)
         enc = self._batch([prompt.text], int(kwargs["max_new_tokens"]))
-        events: queue.Queue[object] = queue.Queue()
-        stop = threading.Event()
-        streamer = _TextStreamer(self.tokenizer, self._eos, events.put)
 
-        def run() -> None:
-            try:
-                rows, _ = generate_with_scores(
-                    self.model, **enc, eos_token_ids=self._eos, pad_token_id=self._pad,
-                    on_step=events.put, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Cancelled(stop)]), **kwargs,
-                )
-                events.put(_Finished(rows[0]))
-            except BaseException as exc:  # re-raised in the consumer's thread
-                events.put(_Finished(None, exc))
+        def generate(**streaming: Any) -> TokenScores:
+            rows, _ = generate_with_scores(
+                self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
+                pad_token_id=self._pad, **streaming, **kwargs,
+            )
+            return rows[0]
 
-        worker = threading.Thread(target=run, name="spillguard-stream", daemon=True)
-        worker.start()
-        try:
-            streamed = 0
-            while not isinstance(item := events.get(), _Finished):
-                streamed += isinstance(item, TokenStep)
-                yield item  # type: ignore[misc]
-            if item.error is not None:
-                raise item.error
-            assert item.scores is not None
-            yield from _remaining_steps(item.scores, streamed)
-            yield self._verdict(prompt.question, [self._judge(prompt.question, item.scores, _describe({}, kwargs), self.localizer)])
-        finally:
-            stop.set()
-            worker.join()
+        scores = yield from stream_generation(generate, self.tokenizer, self._eos)
+        attempt = self._judge(prompt.question, scores, _describe({}, kwargs), self.localizer)
+        yield self._verdict(prompt.question, [attempt])
 
     def check(
         self,
@@ -237,7 +215,7 @@ class Guard:
         scores = score_teacher_forced(self.model, prompt_ids, answer_ids)
         localizer: Localizer = self.localizer
         if span is not None:
-            localizer = ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=tuple(span))
+            localizer = ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=(span[0], span[1]))
         return self._verdict(prompt.question, [self._judge(prompt.question, scores, "given", localizer)])
 
     # -- steps ---------------------------------------------------------------------------
@@ -285,15 +263,16 @@ class Guard:
         change: Mapping[str, Any],
         generation: Mapping[str, Any],
     ) -> list[Attempt]:
-        texts = [self._with_feedback(p, h, change.get("feedback")) for p, h in zip(prompts, histories)]
+        texts = [self._with_feedback(p, h, change.get("feedback")) for p, h in zip(prompts, histories, strict=True)]
         kwargs = self._generation_kwargs(change, generation)
         enc = self._batch(texts, int(kwargs["max_new_tokens"]))
         with _seeded(change.get("seed"), _device(self.model)):
             rows, _ = generate_with_scores(
-                self.model, **enc, eos_token_ids=self._eos, pad_token_id=self._pad, **kwargs
+                self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
+                pad_token_id=self._pad, **kwargs,
             )
         label = _describe(change, kwargs)
-        return [self._judge(p.question, s, label, self.localizer) for p, s in zip(prompts, rows)]
+        return [self._judge(p.question, s, label, self.localizer) for p, s in zip(prompts, rows, strict=True)]
 
     def _generation_kwargs(self, change: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generation}
@@ -424,59 +403,6 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
-
-
-@dataclass(frozen=True)
-class _Finished:
-    scores: TokenScores | None
-    error: BaseException | None = None
-
-
-class _Cancelled(StoppingCriteria):
-    """Stops generation once the consumer closed the stream."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.stop.is_set(), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
-
-
-class _TextStreamer(BaseStreamer):
-    """Emits text deltas of the answer as tokens are chosen (prompt and EOS left out)."""
-
-    def __init__(self, tokenizer: Any, eos: list[int], emit: Any) -> None:
-        self.tokenizer, self.eos, self.emit = tokenizer, set(eos), emit
-        self.ids: list[int] = []
-        self.text = ""
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.ids += [i for i in value.view(-1).tolist() if i not in self.eos]
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd") or len(text) <= len(self.text):
-            return
-        delta, self.text = text[len(self.text) :], text
-        self.emit(delta)
-
-    def end(self) -> None:
-        """Nothing to flush: every complete character was emitted."""
-
-
-def _remaining_steps(scores: TokenScores, start: int) -> Iterator[TokenStep]:
-    """Steps of the tokens the stream could not score on the fly (the last one)."""
-    for i in range(start, len(scores)):
-        yield TokenStep(
-            index=i,
-            token_id=int(scores.token_ids[i]),
-            chosen_logit=float(scores.chosen_logit[i]),
-            log_partition=float(scores.log_partition[i]),
-            next_log_partition=float(scores.next_log_partition[i]),
-            entropy=float(scores.entropy[i]),
-        )
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

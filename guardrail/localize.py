@@ -92,7 +92,10 @@ class Span:
 class Localizer(Protocol):
     """Maps an answer to the span of tokens to score."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Short name, recorded in :attr:`Span.source`."""
+        ...
 
     def locate(self, question: str, answer: str, offsets: Offsets) -> Span:
         """The span of ``answer`` to score; ``offsets[i]`` are token ``i``'s characters."""
