@@ -14,6 +14,8 @@ Both agree to float precision on the same text (tested): in ``generate`` the log
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,22 @@ from guardrail.energy import step_statistics, teacher_forced_statistics
 from guardrail.errors import CaptureError, InvalidInputError, ModelError
 from guardrail.scores import TokenScores, TokenStep
 
-__all__ = ["answer_lengths", "generate_with_scores", "score_teacher_forced"]
+__all__ = ["answer_lengths", "generate_with_scores", "model_lock", "score_teacher_forced"]
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.Lock:
+    """The lock that serializes every spillguard call into ``model``.
+
+    A capture registers a forward hook on the model for the duration of one ``generate``; any
+    other forward pass on the same model meanwhile (another thread's generation, a
+    teacher-forced pass) would reach that hook. All capture functions hold this lock, and so
+    must any other code that runs ``model`` while guards may be capturing.
+    """
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(model, threading.Lock())
 
 _UNSUPPORTED = {
     "num_beams": "beam search keeps several hypotheses per step",
@@ -154,31 +171,31 @@ def generate_with_scores(
     if on_step is not None and input_ids.shape[0] != 1:
         raise InvalidInputError(f"`on_step` needs a batch of 1, got {input_ids.shape[0]} rows")
     recorder = _RawLogitRecorder(listener=on_step)
-    handle = model.register_forward_hook(recorder, with_kwargs=True)
-    try:
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                return_dict_in_generate=True,
-                pad_token_id=pad_token_id,
-                **generate_kwargs,
+    with model_lock(model):
+        handle = model.register_forward_hook(recorder, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    return_dict_in_generate=True,
+                    pad_token_id=pad_token_id,
+                    **generate_kwargs,
+                )
+        finally:
+            handle.remove()
+        generated = out.sequences[:, input_ids.shape[1] :]  # (batch, steps)
+        stats = recorder.stacked(generated[:, -1])
+        if stats["log_partition"].shape[1] != generated.shape[1]:
+            raise CaptureError(
+                f"saw {stats['log_partition'].shape[1]} forward steps for {generated.shape[1]} "
+                "generated tokens; the decoding strategy does not run one step per token"
             )
-    finally:
-        handle.remove()
-    generated = out.sequences[:, input_ids.shape[1] :]  # (batch, steps)
-    stats = recorder.stacked(generated[:, -1])
-    if stats["log_partition"].shape[1] != generated.shape[1]:
-        raise CaptureError(
-            f"saw {stats['log_partition'].shape[1]} forward steps for {generated.shape[1]} "
-            "generated tokens; the decoding strategy does not run one step per token"
+        lengths = answer_lengths(generated, eos_token_ids, pad_token_id)
+        needs_last = bool((lengths == generated.shape[1]).any())
+        stats["next_log_partition"] = _next_log_partition(
+            model, out, attention_mask, stats["log_partition"], needs_last=needs_last
         )
-    lengths = answer_lengths(generated, eos_token_ids, pad_token_id)
-    stats["next_log_partition"] = _next_log_partition(
-        model, out, attention_mask, stats["log_partition"], needs_last=bool(
-            (lengths == generated.shape[1]).any()
-        )
-    )
     return _split_rows(generated, stats, lengths), generated
 
 
@@ -251,7 +268,7 @@ def score_teacher_forced(
     if answer_ids.ndim != 1 or answer_ids.shape[0] == 0:
         raise InvalidInputError(f"`answer_ids` must be a non-empty 1-d tensor, got {tuple(answer_ids.shape)}")
     ids = torch.cat([prompt_ids, answer_ids]).to(_device(model))
-    with torch.inference_mode():
+    with model_lock(model), torch.inference_mode():
         output = model(input_ids=ids.unsqueeze(0))
     logits = getattr(output, "logits", None)
     if not isinstance(logits, torch.Tensor):

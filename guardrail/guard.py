@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
-from guardrail.capture import generate_with_scores, score_teacher_forced
+from guardrail.capture import generate_with_scores, model_lock, score_teacher_forced
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.localize import (
@@ -133,7 +133,8 @@ class Guard:
                 pass the user's query rather than the prompt holding the retrieved context.
             **generation: decoding of the first attempt (``max_new_tokens``, ``do_sample``,
                 ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
-                ``stop_strings``); energies always come from the raw logits.
+                ``stop_strings``, and ``seed`` for reproducible sampling); energies always
+                come from the raw logits.
         """
         prompt = self._prompt(question, raw=raw, localize_in=localize_in)
         return self._ask_prompts([prompt], batch_size=1, generation=generation)[0]
@@ -178,14 +179,15 @@ class Guard:
         enc = self._batch([prompt.text], int(kwargs["max_new_tokens"]))
 
         def generate(**streaming: Any) -> TokenScores:
-            rows, _ = generate_with_scores(
-                self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
-                pad_token_id=self._pad, **streaming, **kwargs,
-            )
+            with _seeded(generation.get("seed"), _device(self.model)):
+                rows, _ = generate_with_scores(
+                    self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
+                    pad_token_id=self._pad, **streaming, **kwargs,
+                )
             return rows[0]
 
         scores = yield from stream_generation(generate, self.tokenizer, self._eos)
-        attempt = self._judge(prompt.question, scores, _describe({}, kwargs), self.localizer)
+        attempt = self._judge(prompt.question, scores, _describe({}, kwargs), self.localizer, enc["input_ids"].shape[1])
         yield self._verdict(prompt.question, [attempt])
 
     def check(
@@ -216,7 +218,8 @@ class Guard:
         localizer: Localizer = self.localizer
         if span is not None:
             localizer = ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=(span[0], span[1]))
-        return self._verdict(prompt.question, [self._judge(prompt.question, scores, "given", localizer)])
+        attempt = self._judge(prompt.question, scores, "given", localizer, len(prompt_ids))
+        return self._verdict(prompt.question, [attempt])
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -266,16 +269,21 @@ class Guard:
         texts = [self._with_feedback(p, h, change.get("feedback")) for p, h in zip(prompts, histories, strict=True)]
         kwargs = self._generation_kwargs(change, generation)
         enc = self._batch(texts, int(kwargs["max_new_tokens"]))
-        with _seeded(change.get("seed"), _device(self.model)):
+        with _seeded(change.get("seed", generation.get("seed")), _device(self.model)):
             rows, _ = generate_with_scores(
                 self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
                 pad_token_id=self._pad, **kwargs,
             )
         label = _describe(change, kwargs)
-        return [self._judge(p.question, s, label, self.localizer) for p, s in zip(prompts, rows, strict=True)]
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        return [
+            self._judge(p.question, s, label, self.localizer, n)
+            for p, s, n in zip(prompts, rows, lengths, strict=True)
+        ]
 
     def _generation_kwargs(self, change: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generation}
+        kwargs.pop("seed", None)  # applied by _seeded around generate
         if change:
             kwargs.update(do_sample=True, temperature=change["temperature"], top_k=0, top_p=1.0)
         if kwargs.get("stop_strings"):
@@ -295,14 +303,16 @@ class Guard:
         follow_up = ({"role": "assistant", "content": history[-1].answer}, {"role": "user", "content": feedback})
         return self._template([*prompt.messages, *follow_up])
 
-    def _judge(self, question: str, scores: TokenScores, decoding: str, localizer: Localizer) -> Attempt:
+    def _judge(
+        self, question: str, scores: TokenScores, decoding: str, localizer: Localizer, prompt_tokens: int
+    ) -> Attempt:
         answer, offsets = token_offsets(lambda ids: self.tokenizer.decode(ids), scores.token_ids.tolist())
         tokens = tuple(answer[a:b] for a, b in offsets)
         if not answer.strip():
             empty = Span(0, 0, 0, 0, "", "empty answer: cannot be scored")
-            return Attempt(answer, tokens, scores, empty, math.inf, decoding)
+            return Attempt(answer, tokens, scores, empty, math.inf, decoding, prompt_tokens)
         span = localizer.locate(question, answer, offsets)
-        return Attempt(answer, tokens, scores, span, self.calibration.score(scores, span), decoding)
+        return Attempt(answer, tokens, scores, span, self.calibration.score(scores, span), decoding, prompt_tokens)
 
     def _verdict(self, question: str, attempts: list[Attempt]) -> Verdict:
         chosen = min(range(len(attempts)), key=lambda i: attempts[i].score)
@@ -333,7 +343,7 @@ class Guard:
         """Greedy short completion of a chat message (used by the LLM-extraction localizer)."""
         text = self._prompt(instruction).text
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(_device(self.model))
-        with torch.inference_mode():
+        with model_lock(self.model), torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=24, do_sample=False, pad_token_id=self._pad,
                 stop_strings=["\n"], tokenizer=self.tokenizer,

@@ -26,6 +26,7 @@ class Attempt:
         score: the calibrated score; higher = more likely hallucinated; ``inf`` for an empty
             answer, which cannot be scored and is never allowed.
         decoding: how it was generated, e.g. ``"greedy"`` or ``"sample(temperature=0.8, seed=2)"``.
+        prompt_tokens: how many tokens the prompt fed to the model had.
     """
 
     answer: str
@@ -34,6 +35,7 @@ class Attempt:
     span: Span
     score: float
     decoding: str
+    prompt_tokens: int
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready evidence; a non-finite score becomes ``None``."""
@@ -42,6 +44,7 @@ class Attempt:
             "score": self.score if math.isfinite(self.score) else None,
             "span": self.span.to_dict(),
             "decoding": self.decoding,
+            "prompt_tokens": self.prompt_tokens,
             "tokens": list(self.tokens),
             **self.scores.to_dict(),
         }

@@ -194,3 +194,25 @@ def test_an_empty_answer_is_never_allowed(tiny_tokenizer: Any) -> None:
     v = guard(model, tiny_tokenizer).ask(QUESTION)
     assert v.answer == "" and v.score == math.inf and v.action is Action.FLAG
     assert "empty answer" in v.span.source
+
+
+def test_user_seed_makes_sampling_reproducible(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    g = guard(tiny_model, tiny_tokenizer, max_new_tokens=8)
+    a = g.ask(QUESTION, do_sample=True, temperature=1.5, seed=7, min_new_tokens=8)
+    b = g.ask(QUESTION, do_sample=True, temperature=1.5, seed=7, min_new_tokens=8)
+    assert a.answer == b.answer and a.best.decoding == "sample(temperature=1.5)"
+    streamed = list(g.stream(QUESTION, do_sample=True, temperature=1.5, seed=7, min_new_tokens=8))[-1]
+    assert isinstance(streamed, Verdict) and streamed.answer == a.answer
+    assert a.best.prompt_tokens == len(tiny_tokenizer(g._prompt(QUESTION).text)["input_ids"])
+
+
+def test_concurrent_threads_on_one_model_never_mix_scores(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = guard(tiny_model, tiny_tokenizer, max_new_tokens=6)
+    questions = [QUESTION, "paris ?", "is rome a city ?", "what is a country ?"] * 2
+    alone = {q: g.ask(q, min_new_tokens=6) for q in questions}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda q: g.ask(q, min_new_tokens=6), questions))
+    for q, v in zip(questions, together, strict=True):
+        np.testing.assert_allclose(v.scores.spilled_energy, alone[q].scores.spilled_energy, atol=1e-4)

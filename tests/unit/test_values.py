@@ -71,7 +71,7 @@ def test_policy_decisions() -> None:
 
 def verdict(score: float, action: Action) -> Verdict:
     span = Span(0, 1, 0, 5, "Paris", "heuristic")
-    attempt = Attempt("Paris", ("Paris",), scores(1), span, score, "greedy")
+    attempt = Attempt("Paris", ("Paris",), scores(1), span, score, "greedy", prompt_tokens=4)
     return Verdict("Capital of France?", "Paris", action, 1.0, (attempt,), 0, "test")
 
 
