@@ -1,0 +1,47 @@
+"""One model, serialized access: a gate per loaded model, shared by every wrapper of it.
+
+A Hugging Face model must not run two ``generate`` calls at once. Sync callers (``invoke``,
+``batch`` threads, ``stream``) take the gate's thread lock; async callers first take an
+asyncio lock of their event loop, so that waiting tasks wait in the loop and never hold
+executor threads (which would starve the thread running the model), then the thread lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+__all__ = ["Gate", "gate_of"]
+
+
+class Gate:
+    """The locks guarding one model."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._loops_lock = threading.Lock()
+
+    def async_lock(self) -> asyncio.Lock:
+        """The asyncio lock of the running event loop."""
+        loop = asyncio.get_running_loop()
+        with self._loops_lock:
+            lock = self._loops.get(loop)
+            if lock is None:
+                lock = self._loops[loop] = asyncio.Lock()
+            return lock
+
+
+_GATES: weakref.WeakKeyDictionary[Any, Gate] = weakref.WeakKeyDictionary()
+_GATES_LOCK = threading.Lock()
+
+
+def gate_of(model: Any) -> Gate:
+    """The gate of ``model`` (created on first use, dropped with the model)."""
+    with _GATES_LOCK:
+        gate = _GATES.get(model)
+        if gate is None:
+            gate = _GATES[model] = Gate()
+        return gate

@@ -1,0 +1,48 @@
+"""Each LangChain example runs end to end with the real bundled model (in this process, so the
+model loads once; ``python examples/langchain_xxx.py`` runs the same ``main``)."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _main(name: str) -> Any:
+    return runpy.run_path(str(EXAMPLES / name))["main"]
+
+
+def test_examples_are_short() -> None:
+    for path in EXAMPLES.glob("langchain_*.py"):
+        assert len(path.read_text().splitlines()) < 80, path.name
+
+
+def test_qa_callback_example_flags_the_wrong_answer(real_guard: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    handler = _main("langchain_qa_callback.py")()
+    assert [r.prompt for r in handler.flagged.values()] == ["What is the capital of Mali?"]
+    assert "flagged" in capsys.readouterr().out
+
+
+def test_retry_example_regenerates(real_guard: Any) -> None:
+    verdict = _main("langchain_retry.py")()
+    attempts = verdict["guard"]["attempts"]
+    assert len(attempts) >= 2 and attempts[0]["decoding"] == "greedy" and attempts[1]["decoding"].startswith("sample")
+    assert verdict["score"] == min(a["score"] for a in attempts)
+
+
+def test_abstain_example_abstains_on_the_wrong_answer(real_guard: Any) -> None:
+    shown = _main("langchain_abstain.py")()
+    assert "Paris" in shown[0] and shown[1] == "I don't know."
+
+
+def test_rag_example_answers_from_documents_and_abstains_off_corpus(real_guard: Any) -> None:
+    answers = _main("langchain_rag.py")()
+    assert "Canberra" in answers[0] and "Nairobi" in answers[1] and answers[2] == "I don't know."

@@ -1,0 +1,26 @@
+"""LangChain's standard unit tests for ``ChatSpillguard`` (no model is loaded: it loads lazily)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_tests")
+
+from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
+
+from langchain_spillguard import ChatSpillguard  # noqa: E402
+
+
+class TestChatSpillguardStandard(ChatModelUnitTests):
+    """Tool calling, structured output and multimodal inputs are not supported: the suite's
+    own properties (``has_tool_calling`` etc.) detect that from the class and skip them."""
+
+    @property
+    def chat_model_class(self) -> type[ChatSpillguard]:
+        return ChatSpillguard
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "SmolLM2-135M-Instruct"}
