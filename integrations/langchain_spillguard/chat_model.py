@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.chat_models import generate_from_stream
@@ -140,10 +138,9 @@ class ChatSpillguard(BaseChatModel):
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         guard = self.get_guard()
-        chat, generation, seed = self._request(guard, messages, stop, run_manager, kwargs)
-        with gate_of(guard.model).lock, _seeded(seed):
-            verdict = guard.ask(chat, **generation)
-        return self._result(guard, chat, verdict, generation, run_manager)
+        chat, generation = self._request(guard, messages, stop, run_manager, kwargs)
+        verdict = guard.ask(chat, **generation)
+        return self._result(verdict, generation, run_manager)
 
     async def _agenerate(
         self,
@@ -221,8 +218,8 @@ class ChatSpillguard(BaseChatModel):
         stop: list[str] | None,
         run_manager: CallbackManagerForLLMRun | None,
         options: Mapping[str, Any],
-    ) -> tuple[list[dict[str, str]], dict[str, Any], int | None]:
-        """Chat dicts, generation kwargs and sampling seed of one call."""
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """Chat dicts and generation kwargs (sampling seed included) of one call."""
         unknown = sorted(set(options) - _CALL_OPTIONS)
         if unknown:
             raise InvalidInputError(
@@ -242,24 +239,21 @@ class ChatSpillguard(BaseChatModel):
         if temperature:
             top_p = options.get("top_p", self.top_p)
             generation.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=top_p or 1.0)
+            if seed is not None:
+                generation["seed"] = int(seed)
         stops = stop if stop is not None else self.stop
         if stops:
             generation["stop_strings"] = list(stops)
-        return chat, generation, seed if temperature else None
+        return chat, generation
 
     def _result(
-        self,
-        guard: Guard,
-        chat: list[dict[str, str]],
-        verdict: Verdict,
-        generation: Mapping[str, Any],
-        run_manager: CallbackManagerForLLMRun | None,
+        self, verdict: Verdict, generation: Mapping[str, Any], run_manager: CallbackManagerForLLMRun | None
     ) -> ChatResult:
         info = self._info(verdict, generation)
         message = AIMessage(
             content=verdict.text,
             response_metadata=info,
-            usage_metadata=_usage(guard, chat, verdict),
+            usage_metadata=_usage(verdict),
         )
         self._maybe_raise(verdict, run_manager)
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
@@ -286,31 +280,28 @@ class ChatSpillguard(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None,
         options: Mapping[str, Any],
     ) -> Iterator[ChatGenerationChunk]:
-        """Chunks of one streamed answer, holding the model's lock from first to last chunk."""
+        """Chunks of one streamed answer (the core serializes generations on one model)."""
         guard = self.get_guard()
-        chat, generation, seed = self._request(guard, messages, stop, run_manager, options)
-        with gate_of(guard.model).lock, _seeded(seed):
-            events = guard.stream(chat, **generation)
-            try:
-                for event in events:
-                    if isinstance(event, Verdict):
-                        self._maybe_raise(event, run_manager)
-                        yield self._last_chunk(guard, chat, event, generation)
-                    elif isinstance(event, TokenStep):
-                        yield _step_chunk(event)
-                    else:
-                        yield ChatGenerationChunk(message=AIMessageChunk(content=event))
-            finally:
-                events.close()
+        chat, generation = self._request(guard, messages, stop, run_manager, options)
+        events = guard.stream(chat, **generation)
+        try:
+            for event in events:
+                if isinstance(event, Verdict):
+                    self._maybe_raise(event, run_manager)
+                    yield self._last_chunk(event, generation)
+                elif isinstance(event, TokenStep):
+                    yield _step_chunk(event)
+                else:
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=event))
+        finally:
+            events.close()
 
-    def _last_chunk(
-        self, guard: Guard, chat: list[dict[str, str]], verdict: Verdict, generation: Mapping[str, Any]
-    ) -> ChatGenerationChunk:
+    def _last_chunk(self, verdict: Verdict, generation: Mapping[str, Any]) -> ChatGenerationChunk:
         info = self._info(verdict, generation)
         message = AIMessageChunk(
             content="",
             response_metadata=info,
-            usage_metadata=_usage(guard, chat, verdict),
+            usage_metadata=_usage(verdict),
             chunk_position="last",
         )
         return ChatGenerationChunk(message=message, generation_info=info)
@@ -335,33 +326,8 @@ def _step_chunk(step: TokenStep) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={STEPS_KEY: [entry]}))
 
 
-def _usage(guard: Guard, chat: Sequence[Mapping[str, str]], verdict: Verdict) -> UsageMetadata:
+def _usage(verdict: Verdict) -> UsageMetadata:
     """Tokens read and written over all attempts."""
-    prompt_tokens = _prompt_tokens(guard, chat)
-    attempts = len(verdict.attempts)
-    output = sum(len(a.scores) for a in verdict.attempts)
-    return UsageMetadata(input_tokens=prompt_tokens * attempts, output_tokens=output, total_tokens=prompt_tokens * attempts + output)
-
-
-def _prompt_tokens(guard: Guard, chat: Sequence[Mapping[str, str]]) -> int:
-    messages = list(chat)
-    if guard.system_prompt and messages[0].get("role") != "system":
-        messages.insert(0, {"role": "system", "content": guard.system_prompt})
-    tokenizer = guard.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
-        text = messages[-1]["content"]
-    else:
-        text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-@contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Seed torch's CPU and current-device RNG inside the block only (no-op for ``None``)."""
-    if seed is None:
-        yield
-        return
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
+    read = sum(a.prompt_tokens for a in verdict.attempts)
+    written = sum(len(a.scores) for a in verdict.attempts)
+    return UsageMetadata(input_tokens=read, output_tokens=written, total_tokens=read + written)

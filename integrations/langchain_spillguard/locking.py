@@ -1,9 +1,9 @@
-"""One model, serialized access: a gate per loaded model, shared by every wrapper of it.
+"""Async callers of one model wait in their event loop, not in executor threads.
 
-A Hugging Face model must not run two ``generate`` calls at once. Sync callers (``invoke``,
-``batch`` threads, ``stream``) take the gate's thread lock; async callers first take an
-asyncio lock of their event loop, so that waiting tasks wait in the loop and never hold
-executor threads (which would starve the thread running the model), then the thread lock.
+The core already serializes every generation on a model across threads
+(:func:`guardrail.capture.model_lock`). Async callers first take an asyncio lock of their
+event loop, so that waiting tasks wait in the loop and never hold executor threads (which would
+starve the thread running the model).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ __all__ = ["Gate", "gate_of"]
 
 
 class Gate:
-    """The locks guarding one model."""
+    """The per-event-loop asyncio locks of one model."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self._loops_lock = threading.Lock()
 
