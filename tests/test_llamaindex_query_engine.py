@@ -1,0 +1,343 @@
+"""GuardedQueryEngine, evaluator and instrumentation over real LlamaIndex objects and the real model.
+
+The index uses a deterministic hashed bag-of-words embedding (fast, no download); the answers
+come from the bundled SmolLM2-135M-Instruct. Thresholds are set explicitly where a test needs
+an answer to be flagged (``-1e9``) or allowed (``1e9``), so the tests do not depend on the
+shipped calibration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.base.response.schema import Response
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.llms import MockLLM
+from llama_index.core.prompts.mixin import PromptMixinType
+from llama_index.core.schema import QueryBundle
+
+from guardrail import Guard, InvalidInputError, Policy
+from llama_index_spillguard import (
+    EVIDENCE_KEY,
+    RAG_ABSTAIN_TEXT,
+    GuardedQueryEngine,
+    NoContextError,
+    NotGuardedError,
+    SpilledEnergyEvaluator,
+    SpilledEnergyEventHandler,
+    SpilledEnergyLLM,
+)
+
+pytestmark = pytest.mark.integration
+
+DOCUMENTS = [
+    "The Harrowgate lighthouse was built in 1871 by the engineer Miriam Okafor.",
+    "The ferry from Harrowgate to the island of Skarn takes 50 minutes.",
+    "The Harrowgate Gulls football club plays at Tidewater Park.",
+]
+Q_LIGHTHOUSE = "Who built the Harrowgate lighthouse?"
+Q_FERRY = "How long does the ferry to Skarn take?"
+FLAG_ALL = -1e9
+ALLOW_ALL = 1e9
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _closed_event_loop() -> Iterator[None]:
+    """A main-thread event loop that gets closed.
+
+    Sync LlamaIndex queries repack their prompt through ``asyncio_run``, which runs on
+    ``asyncio.get_event_loop()`` and never closes it; a later ``asyncio.run`` then drops that
+    loop and its ResourceWarning would fail an unrelated test. Give it a loop we close.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+class HashEmbedding(BaseEmbedding):
+    """Deterministic hashed bag of words: enough for retrieval over a few short documents."""
+
+    dim: int = 256
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "HashEmbedding"
+
+    def _vector(self, text: str) -> Embedding:
+        vector = [0.0] * self.dim
+        for word in re.findall(r"\w+", text.lower()):
+            vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._vector(query)
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return self._vector(query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._vector(text)
+
+
+@pytest.fixture(scope="module")
+def llm(real_guard: Guard) -> SpilledEnergyLLM:
+    return SpilledEnergyLLM(real_guard, generate_kwargs={"max_new_tokens": 16})
+
+
+@pytest.fixture(scope="module")
+def index() -> VectorStoreIndex:
+    return VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS], embed_model=HashEmbedding())
+
+
+@pytest.fixture(scope="module")
+def inner(index: VectorStoreIndex, llm: SpilledEnergyLLM) -> BaseQueryEngine:
+    return index.as_query_engine(llm=llm, similarity_top_k=1)
+
+
+@pytest.fixture(scope="module")
+def flagged(inner: BaseQueryEngine) -> dict[str, Response]:
+    """Each question answered once (greedy), flag policy: the reference answers."""
+    engine = GuardedQueryEngine(inner, "flag")
+    return {q: engine.query(q) for q in (Q_LIGHTHOUSE, Q_FERRY)}
+
+
+@pytest.fixture
+def handler() -> Any:
+    handler = SpilledEnergyEventHandler()
+    get_dispatcher().add_event_handler(handler)
+    yield handler
+    get_dispatcher().event_handlers.remove(handler)
+
+
+def _evidence(response: Any) -> dict[str, Any]:
+    return response.metadata[EVIDENCE_KEY]
+
+
+def _assert_own_evidence(response: Response) -> None:
+    """The verdict in the metadata belongs to this response's own LLM call."""
+    evidence = _evidence(response)
+    calls = evidence["attempts"][evidence["chosen"]]["llm_calls"]
+    assert len(calls) == 1
+    assert calls[0]["answer"] == evidence["answer"] == response.response
+
+
+# -- flag ----------------------------------------------------------------------------------
+
+
+def test_flag_puts_the_verdict_in_metadata(flagged: dict[str, Response]) -> None:
+    response = flagged[Q_LIGHTHOUSE]
+    evidence = _evidence(response)
+    assert evidence["query"] == Q_LIGHTHOUSE
+    assert evidence["action"] in ("allow", "flag")
+    assert evidence["hallucinated"] == (evidence["score"] > evidence["threshold"])
+    assert evidence["text"] == response.response
+    assert evidence["verdict"]["answer"] == response.response
+    assert response.source_nodes and "lighthouse" in response.source_nodes[0].get_content()
+    assert len(evidence["attempts"]) == 1 and evidence["attempts"][0]["decoding"] == "greedy"
+    assert set(response.metadata) - {EVIDENCE_KEY} == {n.node.node_id for n in response.source_nodes}
+    _assert_own_evidence(response)
+
+
+def test_flag_marks_but_keeps_the_answer(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    response = GuardedQueryEngine(inner, "flag", threshold=FLAG_ALL).query(Q_LIGHTHOUSE)
+    assert response.response == flagged[Q_LIGHTHOUSE].response
+    assert _evidence(response)["action"] == "flag" and _evidence(response)["hallucinated"] is True
+
+
+# -- retry ---------------------------------------------------------------------------------
+
+
+def test_retry_changes_the_answer_and_keeps_the_best(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    engine = GuardedQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=3), threshold=FLAG_ALL)
+    response = engine.query(Q_LIGHTHOUSE)
+    attempts = _evidence(response)["attempts"]
+    assert [a["decoding"] for a in attempts] == [
+        "greedy", "sample(temperature=0.8, seed=2)", "sample(temperature=0.8, seed=3)"
+    ]
+    assert attempts[0]["answer"] == flagged[Q_LIGHTHOUSE].response
+    assert len({a["answer"] for a in attempts}) > 1
+    scores = [a["score"] for a in attempts]
+    assert _evidence(response)["chosen"] == scores.index(min(scores))
+    assert response.response == attempts[_evidence(response)["chosen"]]["answer"]
+    assert _evidence(response)["action"] == "flag"  # after_retries
+
+
+def test_retry_stops_at_an_allowed_answer(inner: BaseQueryEngine) -> None:
+    response = GuardedQueryEngine(inner, "retry", threshold=ALLOW_ALL).query(Q_FERRY)
+    assert len(_evidence(response)["attempts"]) == 1
+    assert _evidence(response)["action"] == "allow"
+
+
+def test_feedback_retry_keeps_retrieval_on_the_original_query(inner: BaseQueryEngine) -> None:
+    policy = Policy(on_hallucination="retry", max_attempts=2, retry_strategy="feedback", after_retries="abstain")
+    response = GuardedQueryEngine(inner, policy, threshold=FLAG_ALL).query(Q_FERRY)
+    attempts = _evidence(response)["attempts"]
+    assert attempts[1]["decoding"].endswith("+ feedback")
+    assert response.response == "I don't know."
+    assert "Skarn" in response.source_nodes[0].get_content()
+
+
+# -- abstain -------------------------------------------------------------------------------
+
+
+def test_abstain_replaces_the_answer_and_keeps_source_nodes(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    response = GuardedQueryEngine(inner, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
+    assert response.response == RAG_ABSTAIN_TEXT
+    evidence = _evidence(response)
+    assert evidence["action"] == "abstain" and evidence["text"] == RAG_ABSTAIN_TEXT
+    assert evidence["answer"] == flagged[Q_FERRY].response
+    assert [n.node.node_id for n in response.source_nodes] == [n.node.node_id for n in flagged[Q_FERRY].source_nodes]
+
+
+def test_abstain_lets_an_allowed_answer_through(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    response = GuardedQueryEngine(inner, "abstain", threshold=ALLOW_ALL).query(Q_FERRY)
+    assert response.response == flagged[Q_FERRY].response
+
+
+# -- async and concurrency -----------------------------------------------------------------
+
+
+def test_aquery_matches_query(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    response = asyncio.run(GuardedQueryEngine(inner, "abstain", threshold=FLAG_ALL).aquery(Q_LIGHTHOUSE))
+    assert response.response == RAG_ABSTAIN_TEXT
+    assert _evidence(response)["answer"] == flagged[Q_LIGHTHOUSE].response
+
+
+def test_concurrent_async_queries_do_not_mix_verdicts(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    engine = GuardedQueryEngine(inner, "flag")
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(engine.aquery(Q_LIGHTHOUSE), engine.aquery(Q_FERRY))
+
+    for question, response in zip((Q_LIGHTHOUSE, Q_FERRY), asyncio.run(run())):
+        assert response.response == flagged[question].response
+        assert _evidence(response)["score"] == pytest.approx(_evidence(flagged[question])["score"])
+        _assert_own_evidence(response)
+
+
+def test_concurrent_threaded_queries_do_not_mix_verdicts(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+    engine = GuardedQueryEngine(inner, "flag")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        responses = list(pool.map(engine.query, [Q_FERRY, Q_LIGHTHOUSE]))
+    for question, response in zip((Q_FERRY, Q_LIGHTHOUSE), responses):
+        assert response.response == flagged[question].response
+        _assert_own_evidence(response)
+
+
+def test_streaming_inner_engine_is_gated(index: VectorStoreIndex, llm: SpilledEnergyLLM, flagged: dict[str, Response]) -> None:
+    streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
+    response = GuardedQueryEngine(streaming, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
+    assert response.response == RAG_ABSTAIN_TEXT
+    assert _evidence(response)["answer"] == flagged[Q_FERRY].response
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_non_guarded_llm_is_refused_at_construction(index: VectorStoreIndex) -> None:
+    with pytest.raises(NotGuardedError, match="MockLLM.*SpilledEnergyLLM"):
+        GuardedQueryEngine(index.as_query_engine(llm=MockLLM()))
+
+
+class _UnguardedEngine(BaseQueryEngine):
+    """An engine that hides its LLM: the error can only come at query time."""
+
+    def __init__(self, index: VectorStoreIndex) -> None:
+        self._retriever = index.as_retriever(similarity_top_k=1)
+        super().__init__(callback_manager=None)
+
+    def _get_prompt_modules(self) -> PromptMixinType:
+        return {}
+
+    def _query(self, query_bundle: QueryBundle) -> Response:
+        nodes = self._retriever.retrieve(query_bundle)
+        return Response(MockLLM().complete(query_bundle.query_str).text, source_nodes=nodes)
+
+    async def _aquery(self, query_bundle: QueryBundle) -> Response:
+        return self._query(query_bundle)
+
+
+def test_non_guarded_llm_is_refused_at_query_time(index: VectorStoreIndex) -> None:
+    engine = GuardedQueryEngine(_UnguardedEngine(index))
+    with pytest.raises(NotGuardedError, match="without any SpilledEnergyLLM call"):
+        engine.query(Q_FERRY)
+    with pytest.raises(NotGuardedError):
+        asyncio.run(engine.aquery(Q_FERRY))
+
+
+@pytest.mark.parametrize("query", ["", "   \n"])
+def test_empty_query_is_rejected(inner: BaseQueryEngine, query: str) -> None:
+    with pytest.raises(InvalidInputError, match="`query` must contain a non-space character"):
+        GuardedQueryEngine(inner).query(query)
+
+
+def test_empty_index_gives_a_clear_error(llm: SpilledEnergyLLM) -> None:
+    empty = VectorStoreIndex.from_documents([], embed_model=HashEmbedding())
+    with pytest.raises(NoContextError, match="no source node.*is the index empty"):
+        GuardedQueryEngine(empty.as_query_engine(llm=llm)).query(Q_FERRY)
+
+
+def test_bad_arguments_are_named(inner: BaseQueryEngine) -> None:
+    with pytest.raises(InvalidInputError, match="`query_engine` must be"):
+        GuardedQueryEngine("engine")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="`policy` must be"):
+        GuardedQueryEngine(inner, 3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="`on_hallucination` must be one of"):
+        GuardedQueryEngine(inner, "ignore")
+    with pytest.raises(InvalidInputError, match="`threshold` must be a finite number"):
+        GuardedQueryEngine(inner, threshold=math.nan)
+
+
+def test_prompts_of_the_wrapped_engine_are_exposed(inner: BaseQueryEngine) -> None:
+    prompts = GuardedQueryEngine(inner).get_prompts()
+    assert prompts and all(key.startswith("query_engine:") for key in prompts)
+
+
+# -- instrumentation and evaluator ---------------------------------------------------------
+
+
+def test_handler_shows_which_call_of_a_query_was_flagged(inner: BaseQueryEngine, handler: SpilledEnergyEventHandler) -> None:
+    engine = GuardedQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=2), threshold=FLAG_ALL)
+    response = engine.query(Q_FERRY)
+    (query,) = handler.queries
+    assert query.query == Q_FERRY and query.action == "flag" and len(query.query_ids) == 2
+    calls = handler.calls_of(query)
+    assert [c.answer for c in calls] == [a["answer"] for a in _evidence(response)["attempts"]]
+    assert all(c.span_id for c in calls)
+    assert [c.query_id for c in calls] == list(query.query_ids)
+
+
+def test_evaluator_reads_the_metadata(flagged: dict[str, Response]) -> None:
+    response = flagged[Q_LIGHTHOUSE]
+    result = SpilledEnergyEvaluator().evaluate_response(query=Q_LIGHTHOUSE, response=response)
+    evidence = _evidence(response)
+    assert result.passing is (not evidence["hallucinated"])
+    assert result.score == pytest.approx(evidence["score"])
+    assert "threshold" in (result.feedback or "")
+    strict = asyncio.run(SpilledEnergyEvaluator(threshold=FLAG_ALL).aevaluate_response(query=Q_LIGHTHOUSE, response=response))
+    assert strict.passing is False
+
+
+def test_evaluator_scores_plain_text_teacher_forced(llm: SpilledEnergyLLM) -> None:
+    evaluator = SpilledEnergyEvaluator(llm)
+    result = evaluator.evaluate(query="Who built it?", response="Miriam Okafor built it.", contexts=[DOCUMENTS[0]])
+    assert result.score is not None and math.isfinite(result.score)
+    assert result.passing is (result.score <= llm.guard.calibration.threshold)
+    with pytest.raises(InvalidInputError, match="pass `llm=`"):
+        SpilledEnergyEvaluator().evaluate(query="q", response="a")
