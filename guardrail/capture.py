@@ -14,8 +14,6 @@ Both agree to float precision on the same text (tested): in ``generate`` the log
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,24 +22,10 @@ import torch
 
 from guardrail.energy import step_statistics, teacher_forced_statistics
 from guardrail.errors import CaptureError, InvalidInputError, ModelError
+from guardrail.locks import model_lock
 from guardrail.scores import TokenScores, TokenStep
 
-__all__ = ["answer_lengths", "generate_with_scores", "model_lock", "score_teacher_forced"]
-
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: Any) -> threading.Lock:
-    """The lock that serializes every spillguard call into ``model``.
-
-    A capture registers a forward hook on the model for the duration of one ``generate``; any
-    other forward pass on the same model meanwhile (another thread's generation, a
-    teacher-forced pass) would reach that hook. All capture functions hold this lock, and so
-    must any other code that runs ``model`` while guards may be capturing.
-    """
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(model, threading.Lock())
+__all__ = ["answer_lengths", "generate_with_scores", "score_teacher_forced"]
 
 _UNSUPPORTED = {
     "num_beams": "beam search keeps several hypotheses per step",

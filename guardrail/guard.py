@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 
 from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
-from guardrail.capture import generate_with_scores, model_lock, score_teacher_forced
+from guardrail.capture import generate_with_scores, score_teacher_forced
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
+from guardrail.locks import model_lock
 from guardrail.localize import (
     LOCALIZERS,
     ExplicitSpan,
@@ -118,6 +120,14 @@ class Guard:
         """Load a model from a local directory or ``.gguf`` file and guard it."""
         model, tokenizer = load_local(path, dtype=dtype, device=device)
         return cls(model, tokenizer, **kwargs)
+
+    def with_policy(self, policy: Policy) -> Guard:
+        """The same guard (same model, tokenizer, calibration, localizer) with another policy."""
+        if not isinstance(policy, Policy):
+            raise InvalidInputError(f"`policy` must be a guardrail.Policy, got {type(policy).__name__}: {policy!r}")
+        twin = copy.copy(self)
+        twin.policy = policy
+        return twin
 
     # -- public entry points -------------------------------------------------------------
 

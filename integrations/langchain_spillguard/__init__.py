@@ -16,9 +16,13 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         'install it with: pip install "spillguard[langchain]"'
     ) from exc
 
-from langchain_spillguard.callbacks import AsyncSpillguardCallbackHandler as AsyncSpillguardCallbackHandler
+from langchain_spillguard.callbacks import (
+    AsyncSpillguardCallbackHandler as AsyncSpillguardCallbackHandler,
+)
 from langchain_spillguard.callbacks import RunRecord as RunRecord
-from langchain_spillguard.callbacks import SpillguardCallbackHandler as SpillguardCallbackHandler
+from langchain_spillguard.callbacks import (
+    SpillguardCallbackHandler as SpillguardCallbackHandler,
+)
 from langchain_spillguard.chat_model import ChatSpillguard as ChatSpillguard
 from langchain_spillguard.errors import HallucinationFlagged as HallucinationFlagged
 from langchain_spillguard.errors import NotGuardedError as NotGuardedError

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.chat_models import generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -21,12 +24,12 @@ from guardrail.calibration import Calibration
 from guardrail.errors import InvalidInputError
 from guardrail.guard import Guard
 from guardrail.loading import DEFAULT_MODEL_NAME
+from guardrail.locks import async_model_lock
 from guardrail.policy import Policy
 from guardrail.scores import TokenStep
 from guardrail.verdict import Verdict
 from langchain_spillguard.errors import HallucinationFlagged
 from langchain_spillguard.evidence import DECODING_KEY, STEPS_KEY, verdict_metadata
-from langchain_spillguard.locking import gate_of
 from langchain_spillguard.messages import to_chat_dicts
 
 __all__ = ["ChatSpillguard"]
@@ -151,7 +154,7 @@ class ChatSpillguard(BaseChatModel):
     ) -> ChatResult:
         guard = await run_in_executor(None, self.get_guard)
         sync_manager = run_manager.get_sync() if run_manager else None
-        async with gate_of(guard.model).async_lock():
+        async with async_model_lock(guard.model):
             return await run_in_executor(None, self._generate, messages, stop, sync_manager, **kwargs)
 
     def _stream(
@@ -175,7 +178,7 @@ class ChatSpillguard(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         guard = await run_in_executor(None, self.get_guard)
         sync_manager = run_manager.get_sync() if run_manager else None
-        async with gate_of(guard.model).async_lock():
+        async with async_model_lock(guard.model):
             chunks = self._locked_chunks(messages, stop, sync_manager, kwargs)
             done = object()
             try:

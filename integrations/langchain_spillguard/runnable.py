@@ -17,18 +17,37 @@ import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence, RunnableSerializable
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableSequence,
+    RunnableSerializable,
+)
 from langchain_core.runnables.config import ensure_config, patch_config
 from pydantic import ConfigDict, Field, model_validator
 
 from guardrail.policy import Action, Policy
 from langchain_spillguard.chat_model import ChatSpillguard
-from langchain_spillguard.errors import HallucinationFlagged, NotGuardedError, UnscoredResponseError
-from langchain_spillguard.evidence import DECODING_KEY, METADATA_KEY, STEPS_KEY, Evidence, evidence_of
+from langchain_spillguard.errors import (
+    HallucinationFlagged,
+    NotGuardedError,
+    UnscoredResponseError,
+)
+from langchain_spillguard.evidence import (
+    DECODING_KEY,
+    METADATA_KEY,
+    STEPS_KEY,
+    Evidence,
+    evidence_of,
+)
 
 __all__ = ["HallucinationGuard"]
 

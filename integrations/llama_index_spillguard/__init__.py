@@ -19,7 +19,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from llama_index_spillguard.errors import NoContextError, NotGuardedError
 from llama_index_spillguard.evaluator import SpilledEnergyEvaluator
-from llama_index_spillguard.evidence import EVIDENCE_KEY, verdict_evidence, verdict_logprobs
+from llama_index_spillguard.evidence import (
+    EVIDENCE_KEY,
+    verdict_evidence,
+    verdict_logprobs,
+)
 from llama_index_spillguard.instrumentation import (
     GuardedQueryEvent,
     LLMCallRecord,
@@ -28,7 +32,12 @@ from llama_index_spillguard.instrumentation import (
 )
 from llama_index_spillguard.llm import SpilledEnergyLLM
 from llama_index_spillguard.query_engine import RAG_ABSTAIN_TEXT, GuardedQueryEngine
-from llama_index_spillguard.scope import CallRecord, QueryScope, current_scope, query_scope
+from llama_index_spillguard.scope import (
+    CallRecord,
+    QueryScope,
+    current_scope,
+    query_scope,
+)
 
 __all__ = [
     "EVIDENCE_KEY",

@@ -9,13 +9,10 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
-import torch
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -33,8 +30,12 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 
 from guardrail import Guard, InvalidInputError, Policy, Verdict
-from llama_index_spillguard.evidence import EVIDENCE_KEY, verdict_evidence, verdict_logprobs
-from llama_index_spillguard.locking import async_model_lock, model_lock
+from guardrail.locks import async_model_lock
+from llama_index_spillguard.evidence import (
+    EVIDENCE_KEY,
+    verdict_evidence,
+    verdict_logprobs,
+)
 from llama_index_spillguard.scope import QueryScope, current_scope
 
 __all__ = ["SpilledEnergyLLM"]
@@ -234,36 +235,35 @@ class SpilledEnergyLLM(CustomLLM):
 
     def _ask(self, question: Any, options: dict[str, Any], kind: str) -> tuple[Verdict, QueryScope | None]:
         scope = current_scope()
-        guard, generation, seed = self._plan(options, scope)
-        with model_lock(guard.model), _seeded(seed, guard):
-            verdict = guard.ask(question, **generation)
+        guard, generation = self._plan(options, scope)
+        verdict = guard.ask(question, **generation)
         if scope is not None:
             scope.record(kind, verdict)
         return verdict, scope
 
     def _stream(self, question: Any, options: dict[str, Any], kind: str, scope: QueryScope | None) -> CompletionResponseGen:
-        guard, generation, seed = self._plan(options, scope)
+        guard, generation = self._plan(options, scope)
         text = ""
-        with model_lock(guard.model), _seeded(seed, guard):
-            for item in guard.stream(question, **generation):
-                if isinstance(item, str):
-                    text += item
-                    yield CompletionResponse(text=text, delta=item)
-                elif isinstance(item, Verdict):
-                    if scope is not None:
-                        scope.record(kind, item)
-                    final = _completion(item, scope)
-                    yield final.model_copy(update={"text": text, "delta": ""})
+        for item in guard.stream(question, **generation):
+            if isinstance(item, str):
+                text += item
+                yield CompletionResponse(text=text, delta=item)
+            elif isinstance(item, Verdict):
+                if scope is not None:
+                    scope.record(kind, item)
+                final = _completion(item, scope)
+                yield final.model_copy(update={"text": text, "delta": ""})
 
-    def _plan(self, options: dict[str, Any], scope: QueryScope | None) -> tuple[Guard, dict[str, Any], int | None]:
-        """The guard, the ``ask``/``stream`` keyword arguments and the seed for one call."""
+    def _plan(self, options: dict[str, Any], scope: QueryScope | None) -> tuple[Guard, dict[str, Any]]:
+        """The guard and the ``ask``/``stream`` keyword arguments (seed included) of one call."""
         generation = dict(options)
-        seed = generation.pop("seed", None)
         if scope is None:
-            return self._guard, generation, seed
+            return self._guard, generation
         generation.update(scope.decoding)
         generation.setdefault("localize_in", scope.query)
-        return self._engine_guard, generation, scope.seed if scope.seed is not None else seed
+        if scope.seed is not None:
+            generation["seed"] = scope.seed
+        return self._engine_guard, generation
 
 
 def _make_guard(guard: Guard | None, model_path: str | os.PathLike[str] | None, guard_kwargs: Mapping[str, Any] | None) -> Guard:
@@ -284,9 +284,7 @@ def _flagging_view(guard: Guard) -> Guard:
     """The same guard (same model) with a one-attempt flag policy, for use inside an engine."""
     if guard.policy.on_hallucination == "flag":
         return guard
-    view = copy.copy(guard)
-    view.policy = Policy(on_hallucination="flag", abstain_text=guard.policy.abstain_text)
-    return view
+    return guard.with_policy(Policy(on_hallucination="flag", abstain_text=guard.policy.abstain_text))
 
 
 def _check_generation(name: str, options: Mapping[str, Any], extra: frozenset[str] = frozenset()) -> None:
@@ -329,18 +327,6 @@ def _chat_response(completion: CompletionResponse, text: str) -> ChatResponse:
         additional_kwargs=completion.additional_kwargs,
         raw=completion.raw,
     )
-
-
-@contextmanager
-def _seeded(seed: int | None, guard: Guard) -> Iterator[None]:
-    if seed is None:
-        yield
-        return
-    device = getattr(guard.model, "device", None)
-    devices = [device] if isinstance(device, torch.device) and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 async def _in_threads(gen: Iterator[Any], model: Any) -> AsyncIterator[Any]:

@@ -216,3 +216,12 @@ def test_concurrent_threads_on_one_model_never_mix_scores(tiny_model: Any, tiny_
         together = list(pool.map(lambda q: g.ask(q, min_new_tokens=6), questions))
     for q, v in zip(questions, together, strict=True):
         np.testing.assert_allclose(v.scores.spilled_energy, alone[q].scores.spilled_energy, atol=1e-4)
+
+
+def test_with_policy_shares_everything_but_the_policy(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    g = guard(tiny_model, tiny_tokenizer, threshold=-math.inf)
+    careful = g.with_policy(Policy(on_hallucination="abstain", abstain_text="no idea"))
+    assert careful.model is g.model and careful.calibration is g.calibration and g.policy == Policy()
+    assert careful.ask(QUESTION).text == "no idea" and g.ask(QUESTION).action is Action.FLAG
+    with pytest.raises(InvalidInputError, match="`policy` must be a guardrail.Policy"):
+        g.with_policy("abstain")  # type: ignore[arg-type]

@@ -1,8 +1,13 @@
-"""One generation at a time per model, without starving asyncio's worker threads.
+"""One generation at a time per model, for threads and for asyncio tasks.
 
-Sync calls take the model's thread lock. Async calls first take an asyncio lock of their event
-loop, so that waiting tasks wait in the loop instead of blocking executor threads (a stream
-needs a free worker for each of its steps), then the thread lock in the worker.
+A capture registers a forward hook on the model for the duration of one ``generate``; any other
+forward pass on the same model meanwhile (another thread's generation, a teacher-forced pass)
+would reach that hook. :func:`model_lock` serializes every spillguard call into a model; the
+capture functions take it, and so must any other code that runs the model while guards may be
+capturing. It is not re-entrant: never hold it around a :class:`~guardrail.Guard` call.
+
+Async callers that run a guard in a worker thread take :func:`async_model_lock` first, so that
+waiting tasks wait in their event loop instead of holding executor threads.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ _REGISTRY = threading.Lock()
 
 
 def model_lock(model: Any) -> threading.Lock:
-    """The thread lock of ``model`` (one per loaded model, shared by every LLM wrapping it)."""
+    """The thread lock of ``model`` (one per loaded model, dropped with it)."""
     with _REGISTRY:
         return _THREAD_LOCKS.setdefault(model, threading.Lock())
 
