@@ -1,0 +1,204 @@
+"""Fitting a calibration: choose the scorer by validation AUROC, set the threshold for a goal.
+
+Candidates, all measured on the validation split only:
+
+- one pooled metric (by default the energy family: spilled energy, scaled spilled energy,
+  marginal energy) × pooling × direction × localizer, scored by its AUROC;
+- ``combined``: per localizer, a small L2-regularized logistic regression of ΔE (min, mean)
+  with token log-prob features (min, mean), scored by its k-fold cross-validated AUROC so it
+  does not win by overfitting, then refitted on the whole split.
+
+The best candidate's threshold is set on the same split for the goal: ``f1`` (maximize F1 of
+flagging wrong answers) or ``false-flag-rate=X`` (flag as many wrong answers as possible while
+flagging at most a fraction X of correct ones).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
+from guardrail.energy import METRICS, POOLINGS
+from guardrail.errors import CalibrationError, InvalidInputError
+from guardrail.evaluation import AurocResult, Scored, ThresholdMetrics, bootstrap_auroc, threshold_metrics
+
+__all__ = [
+    "COMBINED_FEATURES",
+    "DEFAULT_METRICS",
+    "Candidate",
+    "choose_threshold",
+    "fit",
+    "fit_logistic",
+    "parse_goal",
+    "rank_candidates",
+]
+
+DEFAULT_METRICS: tuple[str, ...] = ("spilled_energy", "scaled_spilled_energy", "marginal_energy", "combined")
+COMBINED_FEATURES: tuple[tuple[str, str], ...] = (
+    ("spilled_energy", "min"),
+    ("spilled_energy", "mean"),
+    ("logprob", "min"),
+    ("logprob", "mean"),
+)
+_GOAL = re.compile(r"^(?:f1|false-flag-rate=(0(?:\.\d+)?|1(?:\.0*)?))$")
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One way of scoring, with its validation AUROC and validation scores.
+
+    Attributes:
+        name: e.g. ``-spilled_energy[min]@heuristic`` or ``combined@heuristic``.
+        localizer: the span the features pool over.
+        features: the calibration features.
+        bias: the calibration bias.
+        auroc: validation AUROC (cross-validated for ``combined``) with its interval.
+        scores: the candidate's validation scores (higher = more hallucinated).
+    """
+
+    name: str
+    localizer: str
+    features: tuple[Feature, ...]
+    bias: float
+    auroc: AurocResult
+    scores: np.ndarray
+
+
+def parse_goal(goal: str) -> float | None:
+    """``"f1"`` -> ``None``; ``"false-flag-rate=0.1"`` -> ``0.1``."""
+    match = _GOAL.match(goal.strip()) if isinstance(goal, str) else None
+    if match is None:
+        raise InvalidInputError(f"`goal` must be 'f1' or 'false-flag-rate=X' with 0 <= X <= 1, got {goal!r}")
+    return float(match.group(1)) if match.group(1) is not None else None
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, goal: str) -> ThresholdMetrics:
+    """The threshold (flag iff score > threshold) that meets ``goal`` on these scores."""
+    limit = parse_goal(goal)
+    values = np.unique(np.asarray(scores, dtype=np.float64))
+    cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2.0, [values[-1] + 1.0]])
+    results = [threshold_metrics(scores, labels, float(t)) for t in cuts]
+    if limit is None:
+        return max(results, key=lambda r: (r.f1, -r.flag_rate))
+    allowed = [r for r in results if r.false_flag_rate <= limit + 1e-12]
+    return min(allowed, key=lambda r: r.threshold)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> tuple[np.ndarray, float]:
+    """L2-regularized logistic regression by Newton's method on standardized ``x``.
+
+    Args:
+        x: ``(n, k)`` features (already standardized).
+        y: ``(n,)`` booleans, true = hallucinated.
+        l2: ridge penalty on the weights (not on the intercept).
+
+    Returns:
+        ``(weights, bias)`` so that ``x @ weights + bias`` is the log-odds of hallucination.
+    """
+    n, k = x.shape
+    design = np.hstack([x, np.ones((n, 1))])
+    penalty = np.diag([l2] * k + [0.0])
+    beta = np.zeros(k + 1)
+    target = y.astype(np.float64)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ beta, -30, 30)))
+        gradient = design.T @ (p - target) + penalty @ beta
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + penalty + 1e-9 * np.eye(k + 1)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return beta[:k], float(beta[k])
+
+
+def _standardized(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    center = raw.mean(0)
+    scale = raw.std(0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return (raw - center) / scale, center, scale
+
+
+def _combined(scored: Scored, localizer: str, y: np.ndarray, folds: int, seed: int) -> Candidate:
+    raw = np.column_stack([scored.pooled(m, p, localizer) for m, p in COMBINED_FEATURES])
+    out_of_fold = np.zeros(len(y))
+    fold_of = np.random.default_rng(seed).permutation(len(y)) % folds
+    for k in range(folds):
+        train, test = fold_of != k, fold_of == k
+        if y[train].all() or not y[train].any():
+            raise CalibrationError("a cross-validation fold holds only one class; use more labelled data")
+        x, center, scale = _standardized(raw[train])
+        weights, bias = fit_logistic(x, y[train])
+        out_of_fold[test] = ((raw[test] - center) / scale) @ weights + bias
+    x, center, scale = _standardized(raw)
+    weights, bias = fit_logistic(x, y)
+    features = tuple(
+        Feature(metric=m, pooling=p, weight=float(w), center=float(c), scale=float(s))  # type: ignore[arg-type]
+        for (m, p), w, c, s in zip(COMBINED_FEATURES, weights, center, scale)
+    )
+    return Candidate(f"combined@{localizer}", localizer, features, bias, bootstrap_auroc(out_of_fold, y, seed=seed), x @ weights + bias)
+
+
+def _singles(scored: Scored, metric: str, localizer: str, y: np.ndarray, seed: int) -> list[Candidate]:
+    found = []
+    for pooling in POOLINGS:
+        raw = scored.pooled(metric, pooling, localizer)
+        for direction in (1, -1):
+            feature = Feature(metric=metric, pooling=pooling, weight=float(direction))  # type: ignore[arg-type]
+            name = f"{'+' if direction > 0 else '-'}{metric}[{pooling}]@{localizer}"
+            found.append(Candidate(name, localizer, (feature,), 0.0, bootstrap_auroc(direction * raw, y, resamples=200, seed=seed), direction * raw))
+    return found
+
+
+def rank_candidates(
+    scored: Scored, *, metrics: Sequence[str] = DEFAULT_METRICS, folds: int = 5, seed: int = 0
+) -> list[Candidate]:
+    """Every candidate over every located localizer, best validation AUROC first."""
+    unknown = [m for m in metrics if m not in (*METRICS, "combined")]
+    if unknown or not metrics:
+        raise InvalidInputError(f"`metrics` must be a non-empty subset of {(*METRICS, 'combined')}, got {list(metrics)}")
+    y = scored.labels
+    found: list[Candidate] = []
+    for localizer in scored.spans:
+        for metric in metrics:
+            if metric == "combined":
+                found.append(_combined(scored, localizer, y, folds, seed))
+            else:
+                found += _singles(scored, metric, localizer, y, seed)
+    return sorted(found, key=lambda c: -c.auroc.value)
+
+
+def fit(
+    scored: Scored,
+    *,
+    goal: str = "f1",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    model: ModelFingerprint | None = None,
+    data: str = "validation split",
+    seed: int = 0,
+) -> tuple[Calibration, list[Candidate]]:
+    """The calibration of the best candidate, threshold set for ``goal`` on the same split.
+
+    Returns:
+        ``(calibration, ranked candidates)``.
+    """
+    parse_goal(goal)
+    y = scored.labels
+    ranked = rank_candidates(scored, metrics=metrics, seed=seed)
+    best = ranked[0]
+    chosen = choose_threshold(best.scores, y, goal)
+    report = Report(
+        n=len(y), n_hallucinated=int(y.sum()), auroc=best.auroc.value, auroc_low=best.auroc.low,
+        auroc_high=best.auroc.high, precision=chosen.precision, recall=chosen.recall,
+        flag_rate=chosen.flag_rate, data=data, f1=chosen.f1, false_flag_rate=chosen.false_flag_rate,
+        selection=f"{best.name}: best validation AUROC of {len(ranked)} candidates"
+        + (" (5-fold cross-validated)" if best.name.startswith("combined") else ""),
+    )
+    calibration = Calibration(
+        model=model, localizer=best.localizer, features=best.features, bias=best.bias,
+        threshold=chosen.threshold, goal=goal, report=report,
+    )
+    return calibration, ranked

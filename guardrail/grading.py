@@ -1,0 +1,87 @@
+"""Grading answers against reference answers: normalized, whole-word alias matching.
+
+An answer is correct when some reference (or alias) occurs in it as a run of whole words after
+normalization (case, accents, punctuation and the articles "a", "an", "the" removed), and the
+answer does not hedge between several candidates ("Sydney or Canberra"). Numbers are graded
+exactly by :func:`grade_number`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+__all__ = ["contains", "grade", "grade_number", "normalize"]
+
+_ARTICLES = frozenset({"a", "an", "the"})
+_HEDGES = frozenset({"or", "either", "maybe", "perhaps", "possibly"})
+_APOSTROPHES = re.compile(r"['’`´]")
+_NON_WORD = re.compile(r"[^\w]+")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def normalize(text: str) -> str:
+    """Lower-case words without accents, punctuation or articles, joined by single spaces.
+
+    >>> normalize("The Hague!")
+    'hague'
+    >>> normalize("St. John's")
+    'st johns'
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    words = _NON_WORD.sub(" ", _APOSTROPHES.sub("", plain)).replace("_", " ").split()
+    return " ".join(w for w in words if w not in _ARTICLES)
+
+
+def _positions(words: list[str], phrase: list[str]) -> list[int]:
+    """Start indices of ``phrase`` as a run of whole words in ``words``."""
+    n = len(phrase)
+    return [i for i in range(len(words) - n + 1) if words[i : i + n] == phrase]
+
+
+def contains(answer: str, reference: str) -> bool:
+    """Whether normalized ``reference`` occurs in normalized ``answer`` as whole words."""
+    phrase = normalize(reference).split()
+    return bool(phrase) and bool(_positions(normalize(answer).split(), phrase))
+
+
+def _hedged(words: list[str], start: int, stop: int, window: int = 3) -> bool:
+    """A hedge word ("or", "either", ...) within ``window`` words of the match."""
+    near = words[max(0, start - window) : start] + words[stop : stop + window]
+    return any(w in _HEDGES for w in near)
+
+
+def grade(answer: str, references: Sequence[str]) -> bool:
+    """Whether ``answer`` names one of ``references`` and does not hedge between candidates.
+
+    Args:
+        answer: the model's answer text.
+        references: the reference answer and its aliases; any one of them counts.
+
+    Returns:
+        ``True`` when some reference occurs as whole words in the normalized answer with no
+        hedge ("or", "either", "maybe", ...) within three words of it.
+    """
+    words = normalize(answer).split()
+    found = False
+    for reference in references:
+        phrase = normalize(reference).split()
+        for start in _positions(words, phrase) if phrase else []:
+            if _hedged(words, start, start + len(phrase)):
+                return False
+            found = True
+    return found
+
+
+def grade_number(answer: str, expected: int) -> bool:
+    """Exact grading of an integer answer: the first number in ``answer`` must equal ``expected``.
+
+    Thousands separators are ignored ("1,234" is 1234); a decimal number never equals an int.
+    """
+    match = _NUMBER.search(answer)
+    if match is None:
+        return False
+    text = match.group().replace(",", "")
+    return "." not in text and int(text) == expected

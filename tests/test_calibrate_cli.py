@@ -1,0 +1,108 @@
+"""``spillguard calibrate`` / ``evaluate`` / ``data`` end to end on the bundled model (small samples)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guardrail.calibration import Calibration
+from guardrail.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_calibrate_then_evaluate_cross_task(bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--data", "capitals", "--limit", "40", "--seed", "1", "--out", str(out),
+                 "--no-cache", "--quiet", "--goal", "false-flag-rate=0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen:" in printed and f"wrote {out}" in printed
+    calibration = Calibration.load(out)
+    assert calibration.model is not None and calibration.model.name == "SmolLM2-135M-Instruct-Q4_1"
+    assert calibration.report is not None and calibration.report.n == 40
+    assert calibration.report.false_flag_rate is not None and calibration.report.false_flag_rate <= 0.2
+    assert calibration.goal == "false-flag-rate=0.2"
+
+    data = tmp_path / "mine.jsonl"
+    rows = [("Who wrote the play Romeo and Juliet?", ["Shakespeare"]), ("What is the capital of Japan?", ["Tokyo"]),
+            ("What is the capital of Mali?", ["Bamako"]), ("What is the capital of Kyrgyzstan?", ["Bishkek"]),
+            ("What is the chemical symbol for gold?", ["Au"]), ("What is the capital of Honduras?", ["Tegucigalpa"]),
+            ("What is the capital of Egypt?", ["Cairo"]), ("What is the capital of Paraguay?", ["Asunción"])]
+    data.write_text("".join(json.dumps({"question": q, "answers": a}) + "\n" for q, a in rows))
+    report = tmp_path / "report"
+    assert main(["evaluate", "--data", str(data), "--calibration", str(out), "--json", "--no-cache", "--quiet",
+                 "--report", str(report)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary, items = result["summary"], result["items"]
+    assert summary["n"] == len(items) == 8 and 0 < summary["accuracy"] < 1
+    assert summary["calibration"]["given"] is True and 0 <= summary["calibration"]["auroc"] <= 1
+    assert {"precision", "recall", "f1", "flag_rate"} <= set(summary["calibration"])
+    assert {b["name"] for b in summary["baselines"]} >= {"mean token log-prob", "min token log-prob"}
+    assert len(summary["scorers"]) == 6 * 4 * 2
+    assert set(items[0]) == {"question", "answer", "correct", "score", "flagged", "span"}
+    assert all(item["flagged"] == (item["score"] > calibration.threshold) for item in items)
+    page = (report / "index.html").read_text()
+    assert "ROC" in page and all((report / f).stat().st_size > 1000 for f in ("roc.png", "histogram.png", "tokens.png"))
+
+
+def test_evaluate_text_with_shipped_default(bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--data", "capitals", "--limit", "16", "--seed", "2", "--no-cache", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "baselines (AUROC, 95% bootstrap interval):" in printed and "nan" not in printed.lower()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (['{"question": "Q?"}'], "needs keys `question` and `answers`"),
+        (['{"question": "Q?", "answers": [1]}'], "non-empty list of non-empty str"),
+        ([""], "has no rows"),
+    ],
+)
+def test_bad_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[str], message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    assert main(["calibrate", "--data", str(path), "--out", str(tmp_path / "c.json"), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_calibration_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cal.json"
+    path.write_text('{"schema_version": 7}')
+    assert main(["evaluate", "--data", "capitals", "--calibration", str(path)]) == 2
+    assert "schema_version 7" in capsys.readouterr().err
+
+
+def test_all_correct_dataset_says_auroc_is_undefined(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bundled: object
+) -> None:
+    import guardrail.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "grade", lambda answer, references: True)
+    path = tmp_path / "easy.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {i} plus one?", "answers": [str(i + 1)]}) + "\n" for i in range(3)))
+    assert main(["evaluate", "--data", str(path), "--no-cache", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "AUROC is undefined: all 3 answers are correct" in err and "nan" not in err.lower()
+
+
+def test_data_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "capitals" in listing and "qa-wikidata" in listing
+    assert main(["data", "fetch", "nope"]) == 2
+    assert "qa-wikidata" in capsys.readouterr().err
+
+
+def test_shipped_default_calibration(real_guard: object) -> None:
+    from pathlib import Path as _Path
+
+    import guardrail
+
+    shipped = Calibration.load(_Path(guardrail.__file__).parent / "data" / "default_calibration.json")
+    assert real_guard.calibration == shipped  # type: ignore[attr-defined]
+    assert shipped.model == real_guard.fingerprint  # type: ignore[attr-defined]
+    assert any(f.metric == "spilled_energy" for f in shipped.features)
+    assert shipped.report is not None and shipped.report.auroc >= 0.8 and "qa-wikidata" in shipped.report.data

@@ -1,0 +1,143 @@
+"""Evaluation: AUROC and its bootstrap interval, threshold metrics, the generation cache."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from guardrail.calibration import Calibration
+from guardrail.datasets import Dataset, Item
+from guardrail.errors import InvalidInputError
+from guardrail.evaluation import (
+    BASELINES,
+    Record,
+    Scorer,
+    auroc,
+    bootstrap_auroc,
+    default_direction,
+    generate,
+    locate,
+    standard_localizers,
+    threshold_metrics,
+)
+from guardrail.scores import TokenScores
+
+
+def _pairwise(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos, neg = scores[labels], scores[~labels]
+    wins = [1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)]
+    return float(np.mean(wins))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_pairwise_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 6, 40).astype(float)  # many ties
+    labels = rng.random(40) < 0.4
+    assert auroc(scores, labels) == pytest.approx(_pairwise(scores, labels))
+
+
+def test_auroc_extremes() -> None:
+    labels = np.array([False, False, True, True])
+    assert auroc([0, 1, 2, 3], labels) == 1.0
+    assert auroc([3, 2, 1, 0], labels) == 0.0
+    assert auroc([1, 1, 1, 1], labels) == 0.5
+
+
+@pytest.mark.parametrize(("labels", "kind"), [([False] * 4, "correct"), ([True] * 4, "wrong")])
+def test_auroc_undefined_says_so(labels: list[bool], kind: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"AUROC is undefined: all 4 answers are {kind}"):
+        auroc([0.1, 0.2, 0.3, 0.4], labels)
+    with pytest.raises(InvalidInputError, match="undefined"):
+        bootstrap_auroc([0.1, 0.2, 0.3, 0.4], labels)
+
+
+def test_auroc_bad_input() -> None:
+    with pytest.raises(InvalidInputError, match="NaN"):
+        auroc([0.1, float("nan")], [True, False])
+    with pytest.raises(InvalidInputError, match="shape"):
+        auroc([0.1, 0.2, 0.3], [True, False])
+
+
+def test_bootstrap_interval() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.random(200) < 0.5
+    scores = labels + rng.normal(0, 1.0, 200)
+    result = bootstrap_auroc(scores, labels, seed=1)
+    assert result.low < result.value < result.high
+    assert 0.05 < result.high - result.low < 0.25
+    assert result.n == 200 and result.n_hallucinated == int(labels.sum())
+    assert bootstrap_auroc(scores, labels, seed=1) == result  # seeded
+    assert str(result).startswith(f"{result.value:.3f} [")
+
+
+def test_threshold_metrics() -> None:
+    scores = np.array([0.1, 0.4, 0.6, 0.9])
+    labels = np.array([False, True, False, True])
+    m = threshold_metrics(scores, labels, 0.5)
+    assert (m.precision, m.recall, m.flag_rate, m.false_flag_rate) == (0.5, 0.5, 0.5, 0.5)
+    none = threshold_metrics(scores, labels, 1.0)
+    assert none.precision == 0.0 and none.recall == 0.0 and none.f1 == 0.0
+
+
+def test_directions_and_baselines() -> None:
+    assert default_direction("logprob", "mean") == -1
+    assert default_direction("spilled_energy", "min") == -1
+    assert default_direction("spilled_energy", "mean") == 1
+    assert Scorer("logprob", "mean", "whole").name == "-logprob[mean]@whole"
+    names = [n for n, _ in BASELINES]
+    assert "mean token log-prob" in names and "min token log-prob" in names
+
+
+def test_record_json_round_trip() -> None:
+    scores = TokenScores([5, 6], [1.0, 2.0], [3.0, 4.0], [4.0, 5.0], [0.5, 0.25])
+    record = Record(Item("Q?", ("A", "B")), " A.", scores)
+    back = Record.from_json(json.loads(json.dumps(record.to_json())))
+    assert back.item == record.item and back.text == record.text
+    np.testing.assert_array_equal(back.scores.spilled_energy, scores.spilled_energy)
+    assert Record(Item("What is 2 + 2?", ("4",), numeric=True), "It is 4.", scores).correct
+
+
+@pytest.fixture(scope="module")
+def tiny_guard(tiny_model: Any, tiny_tokenizer: Any) -> Any:
+    from guardrail.guard import Guard
+
+    return Guard(tiny_model, tiny_tokenizer, max_new_tokens=4)
+
+
+def test_generate_caches_and_resumes(tiny_guard: Any, tmp_path: Path) -> None:
+    dataset = Dataset("tiny", (Item("what is the capital of france ?", ("paris",)),
+                               Item("what is a city ?", ("rome",)), Item("what is a country ?", ("france",))))
+    first = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=4, cache=tmp_path, progress=False)
+    assert first.generated == 3 and first.cache_file is not None and first.cache_file.is_file()
+    again = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=4, cache=tmp_path, progress=False)
+    assert again.generated == 0
+    assert [r.text for r in again.records] == [r.text for r in first.records]
+    np.testing.assert_allclose(again.records[0].scores.spilled_energy, first.records[0].scores.spilled_energy)
+    # an interrupted run: the last row is truncated, the rerun regenerates only that item
+    lines = first.cache_file.read_text().splitlines()
+    first.cache_file.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    resumed = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=4, cache=tmp_path, progress=False)
+    assert resumed.generated == 1
+    other = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=3, cache=tmp_path, progress=False)
+    assert other.generated == 3  # other generation settings, other cache file
+
+
+def test_locate_and_score(tiny_guard: Any) -> None:
+    dataset = Dataset("tiny", (Item("what is the capital of france ?", ("paris",)), Item("what is a city ?", ("rome",))))
+    run = generate(tiny_guard, dataset, max_new_tokens=4, cache=False, progress=False)
+    scored = locate(run.records, standard_localizers(None, ("heuristic", "whole")), tiny_guard.tokenizer.decode)
+    assert set(scored.spans) == {"heuristic", "whole"}
+    values = scored.values(Scorer("logprob", "mean", "whole"))
+    assert values.shape == (len(scored.records),) and np.all(values >= 0)
+    calibrated = scored.calibrated(Calibration.uncalibrated())
+    assert calibrated.shape == values.shape
+    with pytest.raises(InvalidInputError, match="`localizers`"):
+        standard_localizers(None, ("llm",))
+    with pytest.raises(InvalidInputError, match="empty"):
+        generate(tiny_guard, Dataset("none", ()), cache=False)
