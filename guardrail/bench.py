@@ -48,11 +48,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference", action="store_true",
                         help="also time the reference pipeline (processed scores + per-token Python)")
+    parser.add_argument("--integrations", action="store_true",
+                        help="instead: one question through Guard.ask vs the LangChain and LlamaIndex adapters")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args`` and print the results."""
+    if args.integrations:
+        return _run_integrations(args)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
     model, name = _model(args, dtype)
     configs = [tuple(int(x) for x in c.lower().split("x")) for c in (args.config or ["1x64", "8x64"])]
@@ -117,6 +121,7 @@ def _bench_config(model: Any, batch: int, tokens: int, args: argparse.Namespace)
         "median_s": med,
         "ratio_guarded_vs_plain": med["guarded"] / med["plain"],
         "per_round_ratios": [g / p for g, p in zip(times["guarded"], times["plain"], strict=True)],
+        "median_per_round_ratio": statistics.median(g / p for g, p in zip(times["guarded"], times["plain"], strict=True)),
         "capture_bytes_kept": _capture_bytes(batch, tokens, vocab),
         "output_logits_bytes": batch * tokens * vocab * 4,
     }
@@ -127,6 +132,42 @@ def _bench_config(model: Any, batch: int, tokens: int, args: argparse.Namespace)
         out["peak_gpu_bytes"] = {k: max(v) for k, v in peaks.items()}
         out["extra_peak_gpu_fraction"] = (max(peaks["guarded"]) - base) / base
     return out
+
+
+def _run_integrations(args: argparse.Namespace) -> int:
+    """Adapter overhead: the same question through the core guard and each host adapter.
+
+    The adapters are imported here, lazily, so that the core itself never imports a host.
+    """
+    import importlib
+
+    from guardrail.guard import Guard
+
+    guard = Guard.default(max_new_tokens=32)
+    question = "What is the capital of Australia?"
+    runs: dict[str, Callable[[], None]] = {"Guard.ask": lambda: guard.ask(question) and None}
+    try:
+        chat = importlib.import_module("langchain_spillguard").ChatSpillguard(guard=guard)
+        runs["ChatSpillguard.invoke"] = lambda: chat.invoke(question) and None
+    except ImportError:
+        pass
+    try:
+        llm = importlib.import_module("llama_index_spillguard").SpilledEnergyLLM(guard)
+        runs["SpilledEnergyLLM.complete"] = lambda: llm.complete(question) and None
+    except ImportError:
+        pass
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(args.repeats):
+        for key in list(runs) if r % 2 == 0 else list(reversed(runs)):
+            times[key].append(_timed(runs[key], "cpu")[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {"question": question, "repeats": args.repeats, "median_s": med,
+              "ratio_vs_guard": {k: v / med["Guard.ask"] for k, v in med.items()}}
+    print(json.dumps(result, indent=2) if args.json else "\n".join(
+        f"{k:<28} {v:.3f} s  x{result['ratio_vs_guard'][k]:.3f}" for k, v in med.items()))
+    return 0
 
 
 def _timed(fn: Callable[[], None], device: str) -> tuple[float, int]:
@@ -175,7 +216,7 @@ def _table(results: dict[str, Any]) -> str:
     for c in results["configs"]:
         med = c["median_s"]
         line = (f"{c['batch']:>5} {c['new_tokens']:>6} {med['plain']:>9.3f} {med['guarded']:>10.3f} "
-                f"{c['ratio_guarded_vs_plain']:>6.3f} {_size(c['capture_bytes_kept']):>16} {_size(c['output_logits_bytes']):>14}")
+                f"{c['ratio_guarded_vs_plain']:>6.3f} ({c['median_per_round_ratio']:.3f} paired) {_size(c['capture_bytes_kept']):>16} {_size(c['output_logits_bytes']):>14}")
         if "ratio_reference_vs_plain" in c:
             line += f"  reference {c['ratio_reference_vs_plain']:.2f}x"
         if "extra_peak_gpu_fraction" in c:

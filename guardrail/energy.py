@@ -70,8 +70,8 @@ def step_statistics(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lse = torch.logsumexp(z, dim=-1)  # (...)
     # Clamping log-probs at -80 keeps exp() out of denormal floats (slow on CPUs) and -inf
     # entries out of 0 * -inf; the dropped mass changes the entropy by < vocab * 80 * e^-80.
-    log_p = (z - lse.unsqueeze(-1)).clamp_min(_LOG_P_FLOOR)  # (..., vocab)
-    return lse, -(log_p.exp() * log_p).sum(dim=-1)
+    log_p = (z - lse.unsqueeze(-1)).clamp_(min=_LOG_P_FLOOR)  # (..., vocab), a fresh tensor
+    return lse, -log_p.exp().mul_(log_p).sum(dim=-1)
 
 
 def teacher_forced_statistics(
