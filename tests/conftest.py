@@ -7,7 +7,9 @@ load by :func:`guardrail.loading.load_default`).
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -81,3 +83,18 @@ def real_guard(bundled: tuple[Any, Any]) -> Any:
     from guardrail.guard import Guard
 
     return Guard.default()
+
+
+@pytest.fixture(scope="module")
+def closed_event_loop() -> Iterator[None]:
+    """A main-thread event loop that gets closed (for modules running sync LlamaIndex queries).
+
+    Sync LlamaIndex queries repack their prompt through ``asyncio_run``, which runs on
+    ``asyncio.get_event_loop()`` and never closes it; a later ``asyncio.run`` then drops that
+    loop and its ResourceWarning would fail an unrelated test. Give it a loop we close.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()

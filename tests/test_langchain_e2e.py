@@ -130,7 +130,8 @@ def test_retry_changes_a_flagged_answer(chat: ChatSpillguard, alone: dict[str, A
     attempts = data["guard"]["attempts"]
     assert len(attempts) >= 2 and attempts[0]["answer"] == alone[WRONG].answer
     assert len({a["answer"] for a in attempts}) == len(attempts), "each retry must change the answer"
-    assert data["score"] == min(a["score"] for a in attempts) and result.content != alone[WRONG].answer
+    best = min(attempts, key=lambda a: a["score"])  # retry keeps the lowest score, maybe the first
+    assert data["score"] == best["score"] and result.content == best["answer"]
 
 
 def test_abstain_on_a_wrong_answer_invoke_and_stream(chat: ChatSpillguard, alone: dict[str, Any]) -> None:

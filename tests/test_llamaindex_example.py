@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -19,24 +18,9 @@ from llama_index.core import Settings
 
 from llama_index_spillguard import RAG_ABSTAIN_TEXT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("closed_event_loop")]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "llamaindex_rag.py"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _closed_event_loop() -> Iterator[None]:
-    """A main-thread event loop that gets closed.
-
-    Sync LlamaIndex queries repack their prompt through ``asyncio_run``, which runs on
-    ``asyncio.get_event_loop()`` and never closes it; a later ``asyncio.run`` then drops that
-    loop and its ResourceWarning would fail an unrelated test. Give it a loop we close.
-    """
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import math
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,7 +40,7 @@ from llama_index_spillguard import (
     SpilledEnergyLLM,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("closed_event_loop")]
 
 DOCUMENTS = [
     "The Harrowgate lighthouse was built in 1871 by the engineer Miriam Okafor.",
@@ -52,21 +51,6 @@ Q_LIGHTHOUSE = "Who built the Harrowgate lighthouse?"
 Q_FERRY = "How long does the ferry to Skarn take?"
 FLAG_ALL = -1e9
 ALLOW_ALL = 1e9
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _closed_event_loop() -> Iterator[None]:
-    """A main-thread event loop that gets closed.
-
-    Sync LlamaIndex queries repack their prompt through ``asyncio_run``, which runs on
-    ``asyncio.get_event_loop()`` and never closes it; a later ``asyncio.run`` then drops that
-    loop and its ResourceWarning would fail an unrelated test. Give it a loop we close.
-    """
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 class HashEmbedding(BaseEmbedding):
