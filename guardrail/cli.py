@@ -1,4 +1,4 @@
-"""The ``spillguard`` command line: demo, ask, score, bench."""
+"""The ``spillguard`` command line: demo, ask, score, bench, calibrate, evaluate, data."""
 
 from __future__ import annotations
 
