@@ -25,7 +25,7 @@ from guardrail.errors import CaptureError, InvalidInputError, ModelError
 from guardrail.locks import model_lock
 from guardrail.scores import TokenScores, TokenStep
 
-__all__ = ["answer_lengths", "generate_with_scores", "score_teacher_forced"]
+__all__ = ["answer_lengths", "generate_with_scores", "model_device", "score_teacher_forced"]
 
 _UNSUPPORTED = {
     "num_beams": "beam search keeps several hypotheses per step",
@@ -251,7 +251,7 @@ def score_teacher_forced(
         raise InvalidInputError(f"`prompt_ids` must be a non-empty 1-d tensor, got {tuple(prompt_ids.shape)}")
     if answer_ids.ndim != 1 or answer_ids.shape[0] == 0:
         raise InvalidInputError(f"`answer_ids` must be a non-empty 1-d tensor, got {tuple(answer_ids.shape)}")
-    ids = torch.cat([prompt_ids, answer_ids]).to(_device(model))
+    ids = torch.cat([prompt_ids, answer_ids]).to(model_device(model))
     with model_lock(model), torch.inference_mode():
         output = model(input_ids=ids.unsqueeze(0))
     logits = getattr(output, "logits", None)
@@ -261,6 +261,7 @@ def score_teacher_forced(
     return TokenScores(answer_ids.cpu().numpy(), **{k: v.cpu().numpy() for k, v in stats.items()})
 
 
-def _device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    """The device of ``model``'s parameters (CPU when the model does not say)."""
     device = getattr(model, "device", None)
     return device if isinstance(device, torch.device) else torch.device("cpu")

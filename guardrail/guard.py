@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
-from guardrail.capture import generate_with_scores, score_teacher_forced
+from guardrail.capture import generate_with_scores, model_device, score_teacher_forced
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.locks import model_lock
@@ -189,7 +189,7 @@ class Guard:
         enc = self._batch([prompt.text], int(kwargs["max_new_tokens"]))
 
         def generate(**streaming: Any) -> TokenScores:
-            with _seeded(generation.get("seed"), _device(self.model)):
+            with _seeded(generation.get("seed"), model_device(self.model)):
                 rows, _ = generate_with_scores(
                     self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
                     pad_token_id=self._pad, **streaming, **kwargs,
@@ -279,7 +279,7 @@ class Guard:
         texts = [self._with_feedback(p, h, change.get("feedback")) for p, h in zip(prompts, histories, strict=True)]
         kwargs = self._generation_kwargs(change, generation)
         enc = self._batch(texts, int(kwargs["max_new_tokens"]))
-        with _seeded(change.get("seed", generation.get("seed")), _device(self.model)):
+        with _seeded(change.get("seed", generation.get("seed")), model_device(self.model)):
             rows, _ = generate_with_scores(
                 self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
                 pad_token_id=self._pad, **kwargs,
@@ -304,7 +304,7 @@ class Guard:
         """Left-padded ``input_ids`` and ``attention_mask`` on the model's device."""
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         self._check_length(enc["input_ids"].shape[1], max_new_tokens)
-        device = _device(self.model)
+        device = model_device(self.model)
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
     def _with_feedback(self, prompt: _Prompt, history: list[Attempt], feedback: str | None) -> str:
@@ -352,7 +352,7 @@ class Guard:
     def _complete(self, instruction: str) -> str:
         """Greedy short completion of a chat message (used by the LLM-extraction localizer)."""
         text = self._prompt(instruction).text
-        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(_device(self.model))
+        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model_device(self.model))
         with model_lock(self.model), torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=24, do_sample=False, pad_token_id=self._pad,
@@ -407,11 +407,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     if not ids:
         raise ModelError("neither the model's generation config nor the tokenizer defines an EOS token")
     return list(dict.fromkeys(ids))
-
-
-def _device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else torch.device("cpu")
 
 
 @contextmanager
