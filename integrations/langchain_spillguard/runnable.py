@@ -148,18 +148,14 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
         passthrough = self.policy.on_hallucination == "flag"
         for attempt in self._attempts(run_manager.tags):
             change = self._change(attempt, tried)
-            merged: Any = None
-            held: list[Any] = []
+            streamed = _StreamedAttempt(passthrough)
             for chunk in self.bound.stream(input, self._child_config(config, run_manager, attempt, change)):
-                merged = chunk if merged is None else merged + chunk
-                if passthrough and not _carries_verdict(chunk):
+                if streamed.take(chunk):
                     yield chunk
-                else:
-                    held.append(chunk)
-            tried.append((*_scored(merged), _label(change)))
+            tried.append((*_scored(streamed.merged), _label(change)))
             if not tried[-1][1].hallucinated:
                 break
-        yield from self._finish_stream(tried, held, passthrough)
+        yield from self._finish_stream(tried, streamed.held, passthrough)
 
     async def _atransform(
         self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
@@ -169,18 +165,14 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
         passthrough = self.policy.on_hallucination == "flag"
         for attempt in self._attempts(run_manager.tags):
             change = self._change(attempt, tried)
-            merged: Any = None
-            held: list[Any] = []
+            streamed = _StreamedAttempt(passthrough)
             async for chunk in self.bound.astream(input, self._child_config(config, run_manager, attempt, change)):
-                merged = chunk if merged is None else merged + chunk
-                if passthrough and not _carries_verdict(chunk):
+                if streamed.take(chunk):
                     yield chunk
-                else:
-                    held.append(chunk)
-            tried.append((*_scored(merged), _label(change)))
+            tried.append((*_scored(streamed.merged), _label(change)))
             if not tried[-1][1].hallucinated:
                 break
-        for chunk in self._finish_stream(tried, held, passthrough):
+        for chunk in self._finish_stream(tried, streamed.held, passthrough):
             yield chunk
 
     def _finish_stream(
@@ -289,6 +281,23 @@ def _scored(output: object) -> tuple[BaseMessage, Evidence]:
     if evidence is None:
         raise UnscoredResponseError(f"the guarded runnable's {type(output).__name__}")
     return output, evidence
+
+
+class _StreamedAttempt:
+    """The chunks of one streamed attempt: merged for scoring, held back unless passed through."""
+
+    def __init__(self, passthrough: bool) -> None:
+        self.passthrough = passthrough
+        self.merged: Any = None
+        self.held: list[Any] = []
+
+    def take(self, chunk: Any) -> bool:
+        """Absorb ``chunk``; True when it should be yielded at once (flag policy, text only)."""
+        self.merged = chunk if self.merged is None else self.merged + chunk
+        if self.passthrough and not _carries_verdict(chunk):
+            return True
+        self.held.append(chunk)
+        return False
 
 
 def _carries_verdict(chunk: object) -> bool:
