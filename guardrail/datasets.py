@@ -6,7 +6,10 @@ Sources (see ``docs/calibration.md``):
 - ``qa-wikidata``: BIG-bench ``qa_wikidata`` (Apache-2.0), fetched once from the
   ``bigbench==1.0.0`` sdist into the user cache by ``spillguard data fetch qa-wikidata``;
 - ``quiz:TABLE``: the bsdgames ``quiz`` tables (Debian ``bsdgames``, BSD-3), e.g. ``quiz:state``;
-- ``arithmetic``: synthetic additions as in the paper's §5.1, graded exactly;
+- ``arithmetic``: synthetic additions as in the paper's §5.1, graded exactly (``arithmetic:D``
+  for D-digit operands, default 2);
+- ``arithmetic-forced``: the paper's teacher-forced variant, a correct and an offset sum per
+  prompt, scored without generating (``arithmetic-forced:D``, default 13 digits as in the paper);
 - any JSONL file of ``{"question": str, "answers": [str, ...]}`` rows.
 
 Every loader drops items whose reference answer already occurs in the question.
@@ -37,7 +40,7 @@ __all__ = [
     "Dataset",
     "Item",
     "arithmetic",
-    "arithmetic_pairs",
+    "arithmetic_forced",
     "cache_root",
     "capitals",
     "fetch_qa_wikidata",
@@ -62,11 +65,14 @@ class Item:
         question: the question put to the model.
         answers: the reference answer first, then accepted aliases.
         numeric: grade as an exact integer (the first number in the answer) instead of aliases.
+        given: an answer to score teacher-forced instead of generating one; its prompt is
+            ``question`` fed as raw text (no chat template).
     """
 
     question: str
     answers: tuple[str, ...]
     numeric: bool = False
+    given: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,29 +338,31 @@ def _operands(n: int, digits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(low, high, n, dtype=np.int64), rng.integers(low, high, n, dtype=np.int64)
 
 
-def arithmetic(n: int = 200, digits: int = 3, seed: int = 0) -> Dataset:
+def arithmetic(n: int = 200, digits: int = 2, seed: int = 0) -> Dataset:
     """Generated additions "What is A + B?", graded exactly on the first number of the answer."""
     a, b = _operands(n, digits, seed)
     items = [Item(f"What is {x} + {y}? Answer with the number only.", (str(x + y),), numeric=True) for x, y in zip(a.tolist(), b.tolist())]
     return Dataset(f"arithmetic[{n}x{digits}d seed={seed}]", tuple(items))
 
 
-def arithmetic_pairs(
+def arithmetic_forced(
     n: int = 200, digits: int = 13, offsets: tuple[int, int] = (1, 10), seed: int = 0
-) -> list[tuple[str, str, bool]]:
-    """Teacher-forced variant of §5.1: ``(prompt, answer, correct)``, a correct and an offset sum.
+) -> Dataset:
+    """Teacher-forced variant of §5.1: per prompt, one item with the correct sum and one offset.
 
     The prompt is the paper notebook's raw-text prompt (no chat template); the wrong answer is
-    the sum ± an offset drawn uniformly from ``[offsets[0], offsets[1])``.
+    the sum ± an offset drawn uniformly from ``[offsets[0], offsets[1])``. Each item's ``given``
+    answer is scored without generating; the reference is the true sum.
     """
     a, b = _operands(n, digits, seed)
     rng = np.random.default_rng(seed + 1)
     shift = rng.integers(offsets[0], offsets[1], n) * rng.choice([-1, 1], n)
-    pairs: list[tuple[str, str, bool]] = []
+    items: list[Item] = []
     for x, y, d in zip(a.tolist(), b.tolist(), shift.tolist()):
         prompt = f"Solve the following math expression: {x}+{y}=x.\n Answer: x is "
-        pairs += [(prompt, str(x + y), True), (prompt, str(x + y + d), False)]
-    return pairs
+        truth = (str(x + y),)
+        items += [Item(prompt, truth, numeric=True, given=str(x + y)), Item(prompt, truth, numeric=True, given=str(x + y + d))]
+    return Dataset(f"arithmetic-forced[{n}x{digits}d seed={seed}]", tuple(items))
 
 
 # -- user JSONL ------------------------------------------------------------------------------
@@ -393,7 +401,7 @@ def _row(path: Path, number: int, line: str) -> Item:
 
 # -- by name ---------------------------------------------------------------------------------
 
-DATASETS: tuple[str, ...] = ("capitals", "qa-wikidata", "arithmetic", *(f"quiz:{t}" for t in QUIZ_TABLES))
+DATASETS: tuple[str, ...] = ("capitals", "qa-wikidata", "arithmetic", "arithmetic-forced", *(f"quiz:{t}" for t in QUIZ_TABLES))
 
 
 def load(spec: str, *, limit: int | None = None, seed: int = 0) -> Dataset:
@@ -413,8 +421,12 @@ def _load_one(spec: str) -> Dataset:
         return capitals()
     if spec in ("qa-wikidata", "qa_wikidata"):
         return qa_wikidata()
-    if spec == "arithmetic":
-        return arithmetic()
+    name, _, digits = spec.partition(":")
+    if name in ("arithmetic", "arithmetic-forced"):
+        if digits and not digits.isdigit():
+            raise InvalidInputError(f"`data` {spec!r}: the digits after ':' must be an int, e.g. {name}:3")
+        build = arithmetic if name == "arithmetic" else arithmetic_forced
+        return build(digits=int(digits)) if digits else build()
     if spec.startswith("quiz:"):
         return quiz(spec.split(":", 1)[1])
     if spec.endswith(".jsonl") or Path(spec).is_file():

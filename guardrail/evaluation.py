@@ -66,7 +66,7 @@ class Record:
     def correct(self) -> bool:
         """Graded against the item's references (exactly, for numeric items)."""
         if self.item.numeric:
-            return grade_number(self.text, int(self.item.answers[0]))
+            return grade_number(self.text, int(self.item.answers[0]), self.item.question)
         return grade(self.text, self.item.answers)
 
     def to_json(self) -> dict[str, Any]:
@@ -141,6 +141,8 @@ def generate(
 ) -> Run:
     """Answer every question of ``dataset`` (greedy), reusing and extending the cache.
 
+    Items with a ``given`` answer are not generated: that answer is scored teacher-forced.
+
     Args:
         guard: a :class:`~guardrail.guard.Guard`; its policy should be ``flag`` (no retries).
         dataset: the questions and references.
@@ -157,18 +159,25 @@ def generate(
     rows = {}
     for cached in sorted(path.parent.glob("*.jsonl")) if path else []:  # any dataset of this model and settings
         rows.update(_read_cache(cached))
-    missing = list(dict.fromkeys(i.question for i in dataset.items if i.question not in rows))
+    missing = list(dict.fromkeys(i.question for i in dataset.items if i.given is None and i.question not in rows))
     started = time.perf_counter()
     if missing:
         rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress))
     seconds = time.perf_counter() - started
-    records = tuple(_record(item, rows[item.question]) for item in dataset.items)
+    records = tuple(_record(item, rows[item.question]) if item.given is None else _forced(guard, item)
+                    for item in dataset.items)
     return Run(dataset.name, records, len(missing), seconds, path)
 
 
 def _record(item: Item, row: dict[str, Any]) -> Record:
     cached = Record.from_json(row)
     return Record(item, cached.text, cached.scores)
+
+
+def _forced(guard: Any, item: Item) -> Record:
+    """The item's given answer scored teacher-forced after its raw-text prompt (not cached)."""
+    assert item.given is not None
+    return Record(item, item.given, guard.check(item.question, item.given, raw=True).best.scores)
 
 
 def _generate_missing(

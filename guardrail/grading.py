@@ -3,7 +3,7 @@
 An answer is correct when some reference (or alias) occurs in it as a run of whole words after
 normalization (case, accents, punctuation and the articles "a", "an", "the" removed), and the
 answer does not hedge between several candidates ("Sydney or Canberra"). Numbers are graded
-exactly by :func:`grade_number`.
+exactly by :func:`grade_number`, on the first number the question does not already hold.
 """
 
 from __future__ import annotations
@@ -75,13 +75,20 @@ def grade(answer: str, references: Sequence[str]) -> bool:
     return found
 
 
-def grade_number(answer: str, expected: int) -> bool:
-    """Exact grading of an integer answer: the first number in ``answer`` must equal ``expected``.
+def grade_number(answer: str, expected: int, question: str = "") -> bool:
+    """Exact grading of an integer answer: its first new number must equal ``expected``.
 
-    Thousands separators are ignored ("1,234" is 1234); a decimal number never equals an int.
+    Numbers that already occur in ``question`` are skipped, so an answer that restates the
+    problem ("342 + 309 = 651") is graded on its result. Thousands separators are ignored
+    ("1,234" is 1234); a decimal number never equals an int.
     """
-    match = _NUMBER.search(answer)
-    if match is None:
-        return False
-    text = match.group().replace(",", "")
-    return "." not in text and int(text) == expected
+    given = {_plain(m) for m in _NUMBER.findall(question)}
+    for match in _NUMBER.findall(answer):
+        text = _plain(match)
+        if text not in given:
+            return "." not in text and int(text) == expected
+    return False
+
+
+def _plain(number: str) -> str:
+    return number.replace(",", "")

@@ -53,6 +53,18 @@ def test_evaluate_text_with_shipped_default(bundled: object, tmp_path: Path, cap
     assert "baselines (AUROC, 95% bootstrap interval):" in printed and "nan" not in printed.lower()
 
 
+def test_evaluate_teacher_forced_arithmetic(bundled: object, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--data", "arithmetic-forced:1", "--limit", "24", "--seed", "3", "--json",
+                 "--no-cache", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary, items = result["summary"], result["items"]
+    assert summary["n"] == 24 and summary["generated"] == 0 and summary["questions_per_second"] is None
+    for item in items:  # the given answers, scored as they are, graded on the true sum
+        x, y = (int(n) for n in item["question"].split(": ")[1].split("=")[0].split("+"))
+        assert item["correct"] == (int(item["answer"]) == x + y) and item["span"]["text"] in item["answer"]
+    assert 0 < summary["accuracy"] < 1 and 0 <= summary["calibration"]["auroc"] <= 1
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
@@ -105,4 +117,6 @@ def test_shipped_default_calibration(real_guard: object) -> None:
     assert real_guard.calibration == shipped  # type: ignore[attr-defined]
     assert shipped.model == real_guard.fingerprint  # type: ignore[attr-defined]
     assert any(f.metric == "spilled_energy" for f in shipped.features)
-    assert shipped.report is not None and shipped.report.auroc >= 0.8 and "qa-wikidata" in shipped.report.data
+    report = shipped.report
+    assert report is not None and report.n >= 700 and "qa-wikidata" in report.data and "validation part" in report.data
+    assert report.auroc_low > 0.75  # cross-validated on the dev split; held-out numbers: docs/benchmarks.md

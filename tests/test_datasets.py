@@ -69,6 +69,15 @@ def test_grade_number(answer: str, expected: int, correct: bool) -> None:
     assert grade_number(answer, expected) is correct
 
 
+@pytest.mark.parametrize(
+    ("answer", "correct"),
+    [("342 + 309 = 651", True), ("342 + 309 = 631", False), ("342 + 309 = 342 * 309", False),
+     ("To add 342 and 309, first", False), ("651", True), ("It is 651.5", False)],
+)
+def test_grade_number_skips_numbers_of_the_question(answer: str, correct: bool) -> None:
+    assert grade_number(answer, 651, "What is 342 + 309? Answer with the number only.") is correct
+
+
 # -- loaders ----------------------------------------------------------------------------------
 
 
@@ -119,10 +128,16 @@ def test_arithmetic_is_seeded_and_exact() -> None:
     q = a.items[0]
     x, y = (int(t) for t in q.question.split("What is ")[1].split("?")[0].split(" + "))
     assert q.answers == (str(x + y),)
-    pairs = datasets.arithmetic_pairs(4, 13, seed=0)
-    assert len(pairs) == 8 and [c for _, _, c in pairs] == [True, False] * 4
-    for (p1, right, _), (p2, wrong, _) in zip(pairs[::2], pairs[1::2]):
-        assert p1 == p2 and 1 <= abs(int(right) - int(wrong)) < 10 and "Answer: x is" in p1
+    forced = datasets.arithmetic_forced(4, 13, seed=0).items
+    assert len(forced) == 8 and all(i.numeric and i.given for i in forced)
+    for right, wrong in zip(forced[::2], forced[1::2]):
+        assert right.question == wrong.question and "Answer: x is" in right.question
+        assert right.given == right.answers[0] == wrong.answers[0] and len(right.answers[0]) in (13, 14)
+        assert 1 <= abs(int(right.given) - int(str(wrong.given))) < 10
+    assert datasets.load("arithmetic-forced") == datasets.arithmetic_forced()
+    assert datasets.load("arithmetic:3") == datasets.arithmetic(digits=3)
+    with pytest.raises(InvalidInputError, match="must be an int, e.g. arithmetic-forced:3"):
+        datasets.load("arithmetic-forced:x")
     with pytest.raises(InvalidInputError, match="`digits`"):
         datasets.arithmetic(5, 30)
 

@@ -128,6 +128,19 @@ def test_generate_caches_and_resumes(tiny_guard: Any, tmp_path: Path) -> None:
     assert other.generated == 3  # other generation settings, other cache file
 
 
+def test_given_answers_are_scored_teacher_forced_in_order(tiny_guard: Any, tmp_path: Path) -> None:
+    question = "what is the capital of france ?"
+    dataset = Dataset("mixed", (Item(question, ("paris",), given="paris"), Item("what is a city ?", ("rome",)),
+                                Item(question, ("paris",), given="rome")))
+    run = generate(tiny_guard, dataset, max_new_tokens=4, cache=tmp_path, progress=False)
+    assert run.generated == 1 and [r.item for r in run.records] == list(dataset.items)
+    right, _, wrong = run.records
+    assert (right.text, right.correct, wrong.text, wrong.correct) == ("paris", True, "rome", False)
+    expected = tiny_guard.check(question, "rome", raw=True).best.scores
+    np.testing.assert_allclose(wrong.scores.spilled_energy, expected.spilled_energy)
+    assert len(run.cache_file.read_text().splitlines()) == 1  # given answers are not cached
+
+
 def test_locate_and_score(tiny_guard: Any) -> None:
     dataset = Dataset("tiny", (Item("what is the capital of france ?", ("paris",)), Item("what is a city ?", ("rome",))))
     run = generate(tiny_guard, dataset, max_new_tokens=4, cache=False, progress=False)
