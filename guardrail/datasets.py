@@ -64,7 +64,8 @@ class Item:
     Attributes:
         question: the question put to the model.
         answers: the reference answer first, then accepted aliases.
-        numeric: grade as an exact integer (the first number in the answer) instead of aliases.
+        numeric: grade as an exact integer (the answer's first number that the question does not
+            hold) instead of aliases.
         given: an answer to score teacher-forced instead of generating one; its prompt is
             ``question`` fed as raw text (no chat template).
     """
@@ -339,7 +340,7 @@ def _operands(n: int, digits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def arithmetic(n: int = 200, digits: int = 2, seed: int = 0) -> Dataset:
-    """Generated additions "What is A + B?", graded exactly on the first number of the answer."""
+    """Generated additions "What is A + B?", graded exactly (see :func:`~guardrail.grading.grade_number`)."""
     a, b = _operands(n, digits, seed)
     items = [Item(f"What is {x} + {y}? Answer with the number only.", (str(x + y),), numeric=True) for x, y in zip(a.tolist(), b.tolist())]
     return Dataset(f"arithmetic[{n}x{digits}d seed={seed}]", tuple(items))
