@@ -17,7 +17,6 @@ Every loader drops items whose reference answer already occurs in the question.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -85,12 +84,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 (16 hex digits) of the items: keys the generation cache."""
-        payload = json.dumps([[i.question, list(i.answers), i.numeric] for i in self.items], ensure_ascii=False)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
     def sample(self, limit: int | None, seed: int = 0) -> Dataset:
         """A seeded random subset of ``limit`` items (all items, shuffled, when ``None``)."""
