@@ -69,6 +69,27 @@ def tiny_model() -> Any:
     return build_tiny_model()
 
 
+@pytest.fixture(scope="module")
+def tiny_guard(tiny_model: Any, tiny_tokenizer: Any) -> Any:
+    """A :class:`Guard` over the tiny model, 4 new tokens at most."""
+    from guardrail.guard import Guard
+
+    return Guard(tiny_model, tiny_tokenizer, max_new_tokens=4)
+
+
+@pytest.fixture
+def event_handler() -> Iterator[Any]:
+    """A ``SpilledEnergyEventHandler`` on LlamaIndex's root dispatcher for one test."""
+    from llama_index.core.instrumentation import get_dispatcher
+
+    from llama_index_spillguard import SpilledEnergyEventHandler
+
+    handler = SpilledEnergyEventHandler()
+    get_dispatcher().add_event_handler(handler)
+    yield handler
+    get_dispatcher().event_handlers.remove(handler)
+
+
 @pytest.fixture(scope="session")
 def bundled() -> tuple[Any, Any]:
     """The real bundled SmolLM2-135M-Instruct as ``(model, tokenizer)``, loaded once."""

@@ -103,13 +103,6 @@ def test_record_json_round_trip() -> None:
     assert Record(Item("What is 2 + 2?", ("4",), numeric=True), "It is 4.", scores).correct
 
 
-@pytest.fixture(scope="module")
-def tiny_guard(tiny_model: Any, tiny_tokenizer: Any) -> Any:
-    from guardrail.guard import Guard
-
-    return Guard(tiny_model, tiny_tokenizer, max_new_tokens=4)
-
-
 def test_generate_caches_and_resumes(tiny_guard: Any, tmp_path: Path) -> None:
     dataset = Dataset("tiny", (Item("what is the capital of france ?", ("paris",)),
                                Item("what is a city ?", ("rome",)), Item("what is a country ?", ("france",))))

@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("llama_index.core")
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, LogProb, MessageRole
-from llama_index.core.instrumentation import get_dispatcher
 
 from guardrail import Action, Calibration, Guard, InvalidInputError, Policy, Verdict
 from llama_index_spillguard import (
@@ -28,21 +27,8 @@ QUESTION = "what is the capital of france ?"
 
 
 @pytest.fixture(scope="module")
-def tiny_guard(tiny_model: Any, tiny_tokenizer: Any) -> Guard:
-    return Guard(tiny_model, tiny_tokenizer, max_new_tokens=4)
-
-
-@pytest.fixture(scope="module")
 def llm(tiny_guard: Guard) -> SpilledEnergyLLM:
     return SpilledEnergyLLM(tiny_guard)
-
-
-@pytest.fixture
-def handler() -> Any:
-    handler = SpilledEnergyEventHandler()
-    get_dispatcher().add_event_handler(handler)
-    yield handler
-    get_dispatcher().event_handlers.remove(handler)
 
 
 def _evidence(response: CompletionResponse | ChatResponse) -> dict[str, Any]:
@@ -133,12 +119,12 @@ def test_many_concurrent_async_streams_do_not_starve_the_executor(llm: SpilledEn
     assert asyncio.run(run()) == [expected] * many
 
 
-def test_callbacks_emit_instrumentation_events(llm: SpilledEnergyLLM, handler: SpilledEnergyEventHandler) -> None:
+def test_callbacks_emit_instrumentation_events(llm: SpilledEnergyLLM, event_handler: SpilledEnergyEventHandler) -> None:
     llm.complete(QUESTION)
     llm.chat([ChatMessage(role="user", content=QUESTION)])
     list(llm.stream_complete(QUESTION))
-    assert len(handler.calls) == 3
-    assert all(c.query_id is None and c.answer for c in handler.calls)
+    assert len(event_handler.calls) == 3
+    assert all(c.query_id is None and c.answer for c in event_handler.calls)
 
 
 def test_guard_policy_applies_outside_an_engine(tiny_model: Any, tiny_tokenizer: Any) -> None:

@@ -23,7 +23,6 @@ from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.base.response.schema import Response
-from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
@@ -99,14 +98,6 @@ def flagged(inner: BaseQueryEngine) -> dict[str, Response]:
     """Each question answered once (greedy), flag policy: the reference answers."""
     engine = GuardedQueryEngine(inner, "flag")
     return {q: engine.query(q) for q in (Q_LIGHTHOUSE, Q_FERRY)}
-
-
-@pytest.fixture
-def handler() -> Any:
-    handler = SpilledEnergyEventHandler()
-    get_dispatcher().add_event_handler(handler)
-    yield handler
-    get_dispatcher().event_handlers.remove(handler)
 
 
 def _evidence(response: Any) -> dict[str, Any]:
@@ -296,12 +287,12 @@ def test_prompts_of_the_wrapped_engine_are_exposed(inner: BaseQueryEngine) -> No
 # -- instrumentation and evaluator ---------------------------------------------------------
 
 
-def test_handler_shows_which_call_of_a_query_was_flagged(inner: BaseQueryEngine, handler: SpilledEnergyEventHandler) -> None:
+def test_handler_shows_which_call_of_a_query_was_flagged(inner: BaseQueryEngine, event_handler: SpilledEnergyEventHandler) -> None:
     engine = GuardedQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=2), threshold=FLAG_ALL)
     response = engine.query(Q_FERRY)
-    (query,) = handler.queries
+    (query,) = event_handler.queries
     assert query.query == Q_FERRY and query.action == "flag" and len(query.query_ids) == 2
-    calls = handler.calls_of(query)
+    calls = event_handler.calls_of(query)
     assert [c.answer for c in calls] == [a["answer"] for a in _evidence(response)["attempts"]]
     assert all(c.span_id for c in calls)
     assert [c.query_id for c in calls] == list(query.query_ids)
