@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from guardrail import bench, commands
 from guardrail.calibration import Calibration
 from guardrail.errors import SpillguardError
 from guardrail.guard import Guard
@@ -178,62 +179,14 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_bench(parser: argparse.ArgumentParser) -> None:
-    from guardrail.bench import configure
-
-    configure(parser)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from guardrail.bench import run
-
-    return run(args)
-
-
-def _configure_calibrate(parser: argparse.ArgumentParser) -> None:
-    from guardrail.commands import configure_calibrate
-
-    configure_calibrate(parser)
-
-
-def _calibrate(args: argparse.Namespace) -> int:
-    from guardrail.commands import calibrate
-
-    return calibrate(args)
-
-
-def _configure_evaluate(parser: argparse.ArgumentParser) -> None:
-    from guardrail.commands import configure_evaluate
-
-    configure_evaluate(parser)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from guardrail.commands import evaluate
-
-    return evaluate(args)
-
-
-def _configure_data(parser: argparse.ArgumentParser) -> None:
-    from guardrail.commands import configure_data
-
-    configure_data(parser)
-
-
-def _data(args: argparse.Namespace) -> int:
-    from guardrail.commands import data
-
-    return data(args)
-
-
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {
     "demo": (_demo, _configure_demo, "ask the bundled model real questions and show answers, scores and verdicts"),
     "ask": (_ask, _configure_ask, "answer one question and judge the answer"),
     "score": (_score, _configure_score, "score a given answer with one teacher-forced pass"),
-    "bench": (_bench, _configure_bench, "measure guarded vs plain generation (time and memory)"),
-    "calibrate": (_calibrate, _configure_calibrate, "fit metric, pooling, direction, localizer and threshold on labelled data"),
-    "evaluate": (_evaluate, _configure_evaluate, "measure detection quality (AUROC, baselines, calibrated precision/recall)"),
-    "data": (_data, _configure_data, "fetch or list the labelled datasets"),
+    "bench": (bench.run, bench.configure, "measure guarded vs plain generation (time and memory)"),
+    "calibrate": (commands.calibrate, commands.configure_calibrate, "fit metric, pooling, direction, localizer and threshold on labelled data"),
+    "evaluate": (commands.evaluate, commands.configure_evaluate, "measure detection quality (AUROC, baselines, calibrated precision/recall)"),
+    "data": (commands.data, commands.configure_data, "fetch or list the labelled datasets"),
 }
 
 if __name__ == "__main__":
