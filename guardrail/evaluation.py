@@ -177,7 +177,10 @@ def _record(item: Item, row: dict[str, Any]) -> Record:
 def _forced(guard: Any, item: Item) -> Record:
     """The item's given answer scored teacher-forced after its raw-text prompt (not cached)."""
     assert item.given is not None
-    return Record(item, item.given, guard.check(item.question, item.given, raw=True).best.scores)
+    # An explicit whole-answer span keeps the guard's own localizer (maybe an LLM call) out of
+    # it: :func:`locate` localizes every record afterwards.
+    verdict = guard.check(item.question, item.given, raw=True, span=(0, len(item.given)))
+    return Record(item, item.given, verdict.best.scores)
 
 
 def _generate_missing(
