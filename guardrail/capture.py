@@ -14,6 +14,7 @@ Both agree to float precision on the same text (tested): in ``generate`` the log
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,7 +205,7 @@ def _next_log_partition(
     steps = out.sequences.shape[1] - attention_mask.shape[1]
     mask = torch.cat([attention_mask, attention_mask.new_ones(batch, steps)], dim=1)
     positions = mask.long().cumsum(-1) - 1  # left padding shifts positions, as in generate
-    cache = getattr(out, "past_key_values", None)
+    cache, cache_arg = _generation_cache(model, out)
     with torch.inference_mode():
         if cache is None:
             logits = model(input_ids=out.sequences, attention_mask=mask).logits
@@ -214,11 +215,23 @@ def _next_log_partition(
                 input_ids=out.sequences[:, -1:],
                 attention_mask=mask,
                 position_ids=positions[:, -1:],
-                past_key_values=cache,
                 cache_position=torch.arange(length - 1, length, device=mask.device),
+                **{cache_arg: cache},
             ).logits
     last, _ = step_statistics(logits[:, -1, :])
     return torch.cat([log_partition[:, 1:], last.unsqueeze(1)], dim=1)
+
+
+def _generation_cache(model: Any, out: Any) -> tuple[Any, str]:
+    """The KV cache ``generate`` returned and the forward argument that takes it.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns).
+    """
+    parameters = inspect.signature(model.forward).parameters
+    name = "cache" if "cache" in parameters else "past_key_values"
+    fields = out.keys() if hasattr(out, "keys") else ()
+    value = next((out[k] for k in ("cache", "past_key_values") if k in fields), None)
+    return value, name
 
 
 def _split_rows(
