@@ -23,16 +23,7 @@ from guardrail.capture import generate_with_scores, model_device, score_teacher_
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.locks import model_lock
-from guardrail.localize import (
-    LOCALIZERS,
-    ExplicitSpan,
-    HeuristicLocalizer,
-    LLMExtractionLocalizer,
-    Localizer,
-    Span,
-    WholeAnswer,
-    token_offsets,
-)
+from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
 from guardrail.policy import Action, Policy
 from guardrail.scores import TokenScores, TokenStep
 from guardrail.streaming import stream_generation
@@ -95,7 +86,7 @@ class Guard:
         self.fingerprint: ModelFingerprint = fingerprint(model_name, tokenizer, vocab_size)
         self.calibration = calibration or Calibration.uncalibrated()
         self.calibration.check_model(self.fingerprint)
-        self.localizer = self._make_localizer(localizer or self.calibration.localizer)
+        self.localizer = self.make_localizer(localizer or self.calibration.localizer)
         self.policy = policy or Policy()
         self._eos = _eos_ids(model, tokenizer)
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos[0]
@@ -338,16 +329,10 @@ class Guard:
             calibration=self.calibration.describe(),
         )
 
-    def _make_localizer(self, localizer: str | Localizer) -> Localizer:
-        if not isinstance(localizer, str):
-            return localizer
-        if localizer == "heuristic":
-            return HeuristicLocalizer()
-        if localizer == "whole":
-            return WholeAnswer()
-        if localizer == "llm":
-            return LLMExtractionLocalizer(self._complete)
-        raise InvalidInputError(f"`localizer` must be one of {LOCALIZERS} or a Localizer, got {localizer!r}")
+    def make_localizer(self, localizer: str | Localizer) -> Localizer:
+        """A localizer by name (``"heuristic"``, ``"llm"``, ``"whole"``) or the object itself;
+        ``"llm"`` extracts the answer with this guard's model."""
+        return make_localizer(localizer, self._complete)
 
     def _complete(self, instruction: str) -> str:
         """Greedy short completion of a chat message (used by the LLM-extraction localizer)."""

@@ -21,7 +21,7 @@ import torch
 
 from guardrail.errors import InvalidInputError, ModelError
 
-__all__ = ["DEFAULT_MODEL_NAME", "bundled_gguf", "load_default", "load_local"]
+__all__ = ["DEFAULT_MODEL_NAME", "bundled_gguf", "cache_root", "load_default", "load_local"]
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -39,7 +39,8 @@ def bundled_gguf() -> Path:
     return path
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """``$SPILLGUARD_CACHE``, or ``~/.cache/spillguard``: converted models, datasets, runs."""
     return Path(os.environ.get("SPILLGUARD_CACHE", Path.home() / ".cache" / "spillguard"))
 
 
@@ -50,7 +51,7 @@ def load_default() -> tuple[Any, Any]:
     Loaded once per process: later calls return the same objects (guards never modify them).
     """
     gguf = bundled_gguf()
-    cached = _cache_root() / f"{DEFAULT_MODEL_NAME}-{gguf.stat().st_size}"
+    cached = cache_root() / f"{DEFAULT_MODEL_NAME}-{gguf.stat().st_size}"
     if not (cached / "model.safetensors").is_file():
         _convert(gguf, cached)
     return load_local(cached)

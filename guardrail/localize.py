@@ -32,6 +32,7 @@ __all__ = [
     "Localizer",
     "Span",
     "WholeAnswer",
+    "make_localizer",
     "token_offsets",
 ]
 
@@ -284,3 +285,24 @@ class LLMExtractionLocalizer:
 
 
 LOCALIZERS: tuple[str, ...] = ("heuristic", "llm", "whole")
+
+
+def make_localizer(localizer: str | Localizer, complete: Callable[[str], str] | None = None) -> Localizer:
+    """A localizer by name (:data:`LOCALIZERS`), or ``localizer`` itself when it is one.
+
+    Args:
+        localizer: a name or an object with ``name`` and ``locate``.
+        complete: the model's short greedy completion, needed by ``"llm"``.
+    """
+    if isinstance(localizer, str):
+        if localizer == "heuristic":
+            return HeuristicLocalizer()
+        if localizer == "whole":
+            return WholeAnswer()
+        if localizer == "llm" and complete is not None:
+            return LLMExtractionLocalizer(complete)
+        if localizer == "llm":
+            raise InvalidInputError("the `llm` localizer needs the model's completion function (`complete`)")
+    elif callable(getattr(localizer, "locate", None)) and isinstance(getattr(localizer, "name", None), str):
+        return localizer
+    raise InvalidInputError(f"`localizer` must be one of {LOCALIZERS} or a Localizer, got {localizer!r}")

@@ -13,7 +13,7 @@ pytest.importorskip("langchain_core")
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _main(name: str) -> Any:

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from guardrail.calibration import Calibration, ModelFingerprint
-from guardrail.datasets import Item
+from guardrail.calibrate.datasets import Item
 from guardrail.errors import CalibrationError, InvalidInputError
-from guardrail.evaluation import Record, Scored, auroc
-from guardrail.fitting import choose_threshold, fit, fit_logistic, parse_goal, rank_candidates
+from guardrail.calibrate.metrics import auroc
+from guardrail.calibrate.runs import Record
+from guardrail.calibrate.scoring import Scored
+from guardrail.calibrate.fitting import choose_threshold, fit, fit_logistic, parse_goal, rank_candidates
 from guardrail.localize import Span
 from guardrail.scores import TokenScores
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from guardrail import datasets
-from guardrail.datasets import Dataset, Item, expand, jsonl, load
+from guardrail.calibrate import datasets
+from guardrail.calibrate.datasets import Dataset, Item, expand, jsonl, load
 from guardrail.errors import InvalidInputError
-from guardrail.grading import contains, grade, grade_number, normalize
+from guardrail.calibrate.grading import contains, grade, grade_number, normalize
 
 
 # -- grading ----------------------------------------------------------------------------------

@@ -1,9 +1,7 @@
-"""The public surface is small, listed in __all__, and free of host frameworks."""
+"""The public surface is small, listed in __all__, and has one exception root."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from types import ModuleType
 
 import guardrail
@@ -27,14 +25,3 @@ def test_exception_tree_has_one_root() -> None:
     assert all(issubclass(e, guardrail.SpillguardError) for e in errors)
     assert issubclass(guardrail.InvalidInputError, ValueError)
     assert issubclass(guardrail.CalibrationError, ValueError)
-
-
-def test_core_never_imports_a_host_framework() -> None:
-    code = (
-        "import importlib, pkgutil, sys, guardrail\n"
-        "for m in pkgutil.walk_packages(guardrail.__path__, 'guardrail.'):\n"
-        "    importlib.import_module(m.name)\n"
-        "hosts = sorted(m for m in sys.modules if m.split('.')[0] in ('langchain_core', 'langchain', 'llama_index'))\n"
-        "assert not hosts, hosts\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,20 +11,11 @@ import numpy as np
 import pytest
 
 from guardrail.calibration import Calibration
-from guardrail.datasets import Dataset, Item
+from guardrail.calibrate.datasets import Dataset, Item
 from guardrail.errors import InvalidInputError
-from guardrail.evaluation import (
-    BASELINES,
-    Record,
-    Scorer,
-    auroc,
-    bootstrap_auroc,
-    default_direction,
-    generate,
-    locate,
-    standard_localizers,
-    threshold_metrics,
-)
+from guardrail.calibrate.metrics import auroc, bootstrap_auroc, threshold_metrics
+from guardrail.calibrate.runs import Record, generate
+from guardrail.calibrate.scoring import BASELINES, Scorer, default_direction, locate, standard_localizers
 from guardrail.scores import TokenScores
 
 

@@ -4,9 +4,9 @@ Candidates, all measured on the validation split only:
 
 - one pooled metric (by default the energy family: spilled energy, scaled spilled energy,
   marginal energy) × pooling × direction × localizer, scored by its AUROC;
-- ``combined``: per localizer, a small L2-regularized logistic regression of ΔE (min, mean)
-  with token log-prob features (min, mean), scored by its k-fold cross-validated AUROC so it
-  does not win by overfitting, then refitted on the whole split.
+- ``combined``: per localizer, a small L2-regularized logistic regression (scikit-learn) of
+  ΔE (min, mean) with token log-prob features (min, mean), scored by its stratified k-fold
+  cross-validated AUROC so it does not win by overfitting, then refitted on the whole split.
 
 The best candidate's threshold is set on the same split for the goal: ``f1`` (maximize F1 of
 flagging wrong answers) or ``false-flag-rate=X`` (flag as many wrong answers as possible while
@@ -20,11 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import CalibrationError, InvalidInputError
-from guardrail.evaluation import AurocResult, Scored, ThresholdMetrics, bootstrap_auroc, threshold_metrics
+from guardrail.calibrate.metrics import AurocResult, ThresholdMetrics, bootstrap_auroc, threshold_metrics
+from guardrail.calibrate.scoring import Scored
 
 __all__ = [
     "COMBINED_FEATURES",
@@ -88,58 +93,45 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, goal: str) -> Thres
     return min(allowed, key=lambda r: r.threshold)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> tuple[np.ndarray, float]:
-    """L2-regularized logistic regression by Newton's method on standardized ``x``.
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
+    """L2-regularized logistic regression (scikit-learn) on already standardized ``x``.
 
     Args:
         x: ``(n, k)`` features (already standardized).
         y: ``(n,)`` booleans, true = hallucinated.
-        l2: ridge penalty on the weights (not on the intercept).
+        l2: ridge penalty on the weights (not on the intercept); scikit-learn's ``C = 1 / l2``.
 
     Returns:
         ``(weights, bias)`` so that ``x @ weights + bias`` is the log-odds of hallucination.
     """
-    n, k = x.shape
-    design = np.hstack([x, np.ones((n, 1))])
-    penalty = np.diag([l2] * k + [0.0])
-    beta = np.zeros(k + 1)
-    target = y.astype(np.float64)
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-np.clip(design @ beta, -30, 30)))
-        gradient = design.T @ (p - target) + penalty @ beta
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + penalty + 1e-9 * np.eye(k + 1)
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return beta[:k], float(beta[k])
+    model = LogisticRegression(C=1.0 / l2, max_iter=1000).fit(x, y)
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
 
 
-def _standardized(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    center = raw.mean(0)
-    scale = raw.std(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    return (raw - center) / scale, center, scale
+def _logistic_pipeline(l2: float = 1.0) -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / l2, max_iter=1000))
 
 
 def _combined(scored: Scored, localizer: str, y: np.ndarray, folds: int, seed: int) -> Candidate:
     raw = np.column_stack([scored.pooled(m, p, localizer) for m, p in COMBINED_FEATURES])
-    out_of_fold = np.zeros(len(y))
-    fold_of = np.random.default_rng(seed).permutation(len(y)) % folds
-    for k in range(folds):
-        train, test = fold_of != k, fold_of == k
-        if y[train].all() or not y[train].any():
-            raise CalibrationError("a cross-validation fold holds only one class; use more labelled data")
-        x, center, scale = _standardized(raw[train])
-        weights, bias = fit_logistic(x, y[train])
-        out_of_fold[test] = ((raw[test] - center) / scale) @ weights + bias
-    x, center, scale = _standardized(raw)
-    weights, bias = fit_logistic(x, y)
+    smallest = int(min(y.sum(), (~y).sum()))
+    if smallest < folds:
+        raise CalibrationError(
+            f"cross-validation needs at least {folds} correct and {folds} wrong answers, got {smallest} "
+            "of the rarer kind; use more labelled data"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out_of_fold = cross_val_predict(_logistic_pipeline(), raw, y, cv=splitter, method="decision_function")
+    pipeline = _logistic_pipeline().fit(raw, y)
+    scaler, model = pipeline[0], pipeline[-1]
     features = tuple(
         Feature(metric=m, pooling=p, weight=float(w), center=float(c), scale=float(s))  # type: ignore[arg-type]
-        for (m, p), w, c, s in zip(COMBINED_FEATURES, weights, center, scale)
+        for (m, p), w, c, s in zip(COMBINED_FEATURES, model.coef_[0], scaler.mean_, scaler.scale_, strict=True)
     )
-    return Candidate(f"combined@{localizer}", localizer, features, bias, bootstrap_auroc(out_of_fold, y, seed=seed), x @ weights + bias)
+    return Candidate(
+        f"combined@{localizer}", localizer, features, float(model.intercept_[0]),
+        bootstrap_auroc(out_of_fold, y, seed=seed), pipeline.decision_function(raw),
+    )
 
 
 def _singles(scored: Scored, metric: str, localizer: str, y: np.ndarray, seed: int) -> list[Candidate]:

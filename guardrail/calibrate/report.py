@@ -1,4 +1,5 @@
-"""An evaluation report: one self-contained HTML page and its PNG figures (matplotlib, Agg).
+"""An evaluation report: one HTML page (a jinja2 template, autoescaped) and its PNG figures
+(matplotlib, Agg).
 
 Figures: ROC curves of the calibrated score and the baselines, score histograms of correct vs
 wrong answers, and a per-token heat view of spilled energy on example answers.
@@ -6,25 +7,17 @@ wrong answers, and a per-token heat view of spilled energy on example answers.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from guardrail.calibration import Calibration
-from guardrail.evaluation import BASELINES, Scored
+from guardrail.calibrate.metrics import roc_curve
+from guardrail.calibrate.scoring import BASELINES, Scored
 
-__all__ = ["roc_curve", "write_report"]
-
-
-def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False-flag rate and recall over all thresholds (hallucinated = positive), from (0, 0) to (1, 1)."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
-    s, y = np.asarray(scores)[order], np.asarray(labels, dtype=bool)[order]
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # last index of each distinct score
-    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
-    return np.r_[0.0, fp / max(1, (~y).sum())], np.r_[0.0, tp / max(1, y.sum())]
+__all__ = ["write_report"]
 
 
 def _pyplot() -> Any:
@@ -121,23 +114,20 @@ def _token_texts(scored: Scored, i: int) -> list[str]:
     return [record.text[a:b] for a, b in scored.offsets[i]]
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("guardrail.calibrate", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    env.filters["cell"] = _cell
+    return env
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return "" if value is None else str(value)
-
-
-_STYLE = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f5f5f5;padding:1px 4px}"""
 
 
 def write_report(directory: Path, summary: dict[str, Any], scored: Scored, calibration: Calibration) -> Path:
@@ -150,27 +140,7 @@ def write_report(directory: Path, summary: dict[str, Any], scored: Scored, calib
     _roc_png(directory / "roc.png", scored, calibration, summary)
     _histogram_png(directory / "histogram.png", scored, calibration)
     _tokens_png(directory / "tokens.png", scored, calibration)
-    cal = summary["calibration"]
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>spillguard evaluation</title>
-<style>{_STYLE}</style></head><body>
-<h1>spillguard evaluation: {html.escape(summary["dataset"])}</h1>
-<p>{summary["n"]} answers, {summary["accuracy"]:.0%} correct. Data: {html.escape(str(summary.get("data", "")))}.</p>
-<h2>Calibrated score</h2><p><code>{html.escape(cal["describe"])}</code></p>
-{_table([cal], ["auroc", "low", "high", "threshold", "precision", "recall", "f1", "flag_rate", "false_flag_rate"])}
-<p>AUROC: probability that a wrong answer scores above a correct one (0.5 = chance); low/high is the
-bootstrap 95% interval. Flag rate: fraction of all answers flagged; false-flag rate: fraction of correct
-answers flagged.</p>
-<img src="roc.png" alt="ROC curves"><img src="histogram.png" alt="score histograms">
-<h2>Baselines</h2>{_table(summary["baselines"], ["name", "scorer", "auroc", "low", "high"])}
-<h2>Example answers, token by token</h2>
-<p>Each row is one answer (✓ correct, ✗ wrong): the two most confidently allowed correct answers first,
-then the most suspicious wrong ones. Color is the token's spilled energy ΔE; the boxed tokens are the span the
-score pools over.</p><img src="tokens.png" alt="per-token spilled energy">
-<h2>Every metric × pooling × localizer</h2>
-<p>A-priori direction (see <code>docs/calibration.md</code>); AUROC below 0.5 means the reverse direction separates.</p>
-{_table(summary["scorers"], ["scorer", "auroc", "low", "high"])}
-</body></html>
-"""
+    page = _environment().get_template("report.html.j2").render(summary=summary, calibration=summary["calibration"])
     index = directory / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

@@ -20,7 +20,7 @@ from llama_index_spillguard import RAG_ABSTAIN_TEXT
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("closed_event_loop")]
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "llamaindex_rag.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llamaindex_rag.py"
 
 
 @pytest.fixture

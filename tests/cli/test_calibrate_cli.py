@@ -90,9 +90,9 @@ def test_bad_calibration_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
 def test_all_correct_dataset_says_auroc_is_undefined(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bundled: object
 ) -> None:
-    import guardrail.evaluation as evaluation
+    import guardrail.calibrate.runs as runs
 
-    monkeypatch.setattr(evaluation, "grade", lambda answer, references: True)
+    monkeypatch.setattr(runs, "grade", lambda answer, references: True)
     path = tmp_path / "easy.jsonl"
     path.write_text("".join(json.dumps({"question": f"What is {i} plus one?", "answers": [str(i + 1)]}) + "\n" for i in range(3)))
     assert main(["evaluate", "--data", str(path), "--no-cache", "--quiet"]) == 2

@@ -18,6 +18,7 @@ import json
 import platform
 import statistics
 import time
+from importlib.metadata import entry_points
 from collections.abc import Callable
 from typing import Any
 
@@ -135,27 +136,22 @@ def _bench_config(model: Any, batch: int, tokens: int, args: argparse.Namespace)
 
 
 def _run_integrations(args: argparse.Namespace) -> int:
-    """Adapter overhead: the same question through the core guard and each host adapter.
+    """Adapter overhead: the same question through the core guard and each installed host adapter.
 
-    The adapters are imported here, lazily, so that the core itself never imports a host.
+    Adapters offer themselves through the ``spillguard.bench`` entry-point group (a callable
+    ``guard -> (label, ask)``), so the core names none of them.
     """
-    import importlib
-
     from guardrail.guard import Guard
 
     guard = Guard.default(max_new_tokens=32)
     question = "What is the capital of Australia?"
     runs: dict[str, Callable[[], None]] = {"Guard.ask": lambda: guard.ask(question) and None}
-    try:
-        chat = importlib.import_module("langchain_spillguard").ChatSpillguard(guard=guard)
-        runs["ChatSpillguard.invoke"] = lambda: chat.invoke(question) and None
-    except ImportError:
-        pass
-    try:
-        llm = importlib.import_module("llama_index_spillguard").SpilledEnergyLLM(guard)
-        runs["SpilledEnergyLLM.complete"] = lambda: llm.complete(question) and None
-    except ImportError:
-        pass
+    for entry in entry_points(group="spillguard.bench"):
+        try:
+            label, call = entry.load()(guard)
+        except ImportError:  # that adapter's host is not installed
+            continue
+        runs[label] = lambda call=call: call(question) and None
     for fn in runs.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}

@@ -18,7 +18,6 @@ Every loader drops items whose reference answer already occurs in the question.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from guardrail.errors import InvalidInputError
-from guardrail.grading import contains
+from guardrail.loading import cache_root
+from guardrail.calibrate.grading import contains
 
 __all__ = [
     "DATASETS",
@@ -48,6 +48,7 @@ __all__ = [
     "qa_wikidata",
     "expand",
     "quiz",
+    "select",
 ]
 
 QUIZ_DIR = Path("/usr/share/games/bsdgames/quiz")
@@ -112,11 +113,6 @@ def _dataset(name: str, items: Iterable[Item]) -> Dataset:
     if not kept:
         raise InvalidInputError(f"dataset {name!r} is empty (no item left after dropping answers found in questions)")
     return Dataset(name, kept)
-
-
-def cache_root() -> Path:
-    """``$SPILLGUARD_CACHE`` or ``~/.cache/spillguard``."""
-    return Path(os.environ.get("SPILLGUARD_CACHE", Path.home() / ".cache" / "spillguard"))
 
 
 # -- world capitals (countryinfo) ---------------------------------------------------------
@@ -333,7 +329,7 @@ def _operands(n: int, digits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def arithmetic(n: int = 200, digits: int = 2, seed: int = 0) -> Dataset:
-    """Generated additions "What is A + B?", graded exactly (see :func:`~guardrail.grading.grade_number`)."""
+    """Generated additions "What is A + B?", graded exactly (see :func:`~guardrail.calibrate.grading.grade_number`)."""
     a, b = _operands(n, digits, seed)
     items = [Item(f"What is {x} + {y}? Answer with the number only.", (str(x + y),), numeric=True) for x, y in zip(a.tolist(), b.tolist())]
     return Dataset(f"arithmetic[{n}x{digits}d seed={seed}]", tuple(items))
@@ -408,6 +404,23 @@ def load(spec: str, *, limit: int | None = None, seed: int = 0) -> Dataset:
     parts = [_load_one(s.strip()) for s in spec.split("+")]
     dataset = parts[0] if len(parts) == 1 else Dataset("+".join(p.name for p in parts), tuple(i for p in parts for i in p.items))
     return dataset if limit is None else dataset.sample(limit, seed)
+
+
+def select(spec: str, *, limit: int | None = None, seed: int = 0, split: float = 1.0, part: str = "val") -> Dataset:
+    """Each ``+``-joined dataset of ``spec`` sampled (``limit`` items) and split on its own, then
+    concatenated: with ``split < 1``, ``part`` ``"val"`` keeps the validation part, ``"test"`` the rest."""
+    if part not in ("val", "test"):
+        raise InvalidInputError(f"`part` must be 'val' or 'test', got {part!r}")
+    parts = []
+    for one in spec.split("+") if isinstance(spec, str) else [spec]:
+        dataset = load(one, limit=limit, seed=seed)
+        if split < 1.0:
+            validation, test = dataset.split(split, seed)
+            dataset = validation if part == "val" else test
+        parts.append(dataset)
+    if len(parts) == 1:
+        return parts[0]
+    return Dataset("+".join(p.name for p in parts), tuple(i for p in parts for i in p.items))
 
 
 def _load_one(spec: str) -> Dataset:
