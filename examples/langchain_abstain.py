@@ -23,8 +23,10 @@ def main() -> list[str]:
         message = guard.invoke({"question": question})
         evidence = message.response_metadata["spillguard"]
         print(f"Q: {question}\nA: {message.content}")
-        print(f"   model said {evidence['answer']!r}, score {evidence['score']:.2f} "
-              f"vs threshold {evidence['threshold']:.2f} -> {evidence['action']}")
+        print(
+            f"   model said {evidence['answer']!r}, score {evidence['score']:.2f} "
+            f"vs threshold {evidence['threshold']:.2f} -> {evidence['action']}"
+        )
         shown.append(message.text)
     print("streamed:", "".join(chunk.text for chunk in guard.stream({"question": QUESTIONS[1]})))
     return shown

@@ -52,7 +52,11 @@ def main() -> list[str]:
     chain = answer | StrOutputParser()
     answers = []
     # Chad is in no document: the model answers from memory, wrongly, and the guard abstains.
-    for question in ["What is the capital of Australia?", "What is the capital of Kenya?", "What is the capital of Chad?"]:
+    for question in [
+        "What is the capital of Australia?",
+        "What is the capital of Kenya?",
+        "What is the capital of Chad?",
+    ]:
         answers.append(chain.invoke(question))
         print(f"Q: {question}\nA: {answers[-1]}")
     return answers

@@ -111,7 +111,10 @@ def _minilm_dir() -> Path:
 
 
 def build_engine(
-    policy: str = "flag", *, calibration: Calibration | None = RAG_CALIBRATION, threshold: float | None = None,
+    policy: str = "flag",
+    *,
+    calibration: Calibration | None = RAG_CALIBRATION,
+    threshold: float | None = None,
     max_new_tokens: int = 48,
 ) -> GuardedQueryEngine:
     """The index, the guarded LLM and the guarded query engine.
@@ -127,7 +130,9 @@ def build_engine(
     Settings.llm = SpilledEnergyLLM(Guard.default(max_new_tokens=max_new_tokens, **guard_kwargs))
     index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS])
     engine = index.as_query_engine(llm=Settings.llm, similarity_top_k=1)
-    return GuardedQueryEngine(engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold)
+    return GuardedQueryEngine(
+        engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", choices=["flag", "retry", "abstain"], default="flag")
     parser.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     parser.add_argument(
-        "--default-calibration", action="store_true",
+        "--default-calibration",
+        action="store_true",
         help="use the guard's default calibration instead of the example's RAG detector",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line per question")
@@ -164,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(row))
             else:
-                print(f"Q: {question}\nA: {response.response}\n   [{row['action']}] score {row['score']:.2f} "
-                      f"vs threshold {row['threshold']:.2f} on {row['span']!r}\n")
+                print(
+                    f"Q: {question}\nA: {response.response}\n   [{row['action']}] score {row['score']:.2f} "
+                    f"vs threshold {row['threshold']:.2f} on {row['span']!r}\n"
+                )
         flagged = len(handler.flagged_calls())
         print(f"{len(handler.calls)} LLM calls, {flagged} scored above the threshold", file=sys.stderr)
     finally:

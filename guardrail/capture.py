@@ -46,9 +46,7 @@ class _RawLogitRecorder:
     previous: torch.Tensor | None = None  # (batch, vocab), raw logits of the last step
     listener: Callable[[TokenStep], None] | None = None  # batch 1 only: each token, one late
 
-    def __call__(
-        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-    ) -> None:
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         logits = getattr(output, "logits", None)
         if not isinstance(logits, torch.Tensor):
             raise ModelError(
@@ -98,9 +96,7 @@ def _gather(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, tokens.to(logits.device).unsqueeze(-1)).squeeze(-1).float()
 
 
-def answer_lengths(
-    generated: torch.Tensor, eos_token_ids: Sequence[int], pad_token_id: int | None
-) -> torch.Tensor:
+def answer_lengths(generated: torch.Tensor, eos_token_ids: Sequence[int], pad_token_id: int | None) -> torch.Tensor:
     """Number of answer tokens per row of ``generated`` (shape ``(batch, steps)``).
 
     A row's answer stops before its first EOS token and before the run of padding that
@@ -234,9 +230,7 @@ def _generation_cache(model: Any, out: Any) -> tuple[Any, str]:
     return value, name
 
 
-def _split_rows(
-    generated: torch.Tensor, stats: dict[str, torch.Tensor], lengths: torch.Tensor
-) -> list[TokenScores]:
+def _split_rows(generated: torch.Tensor, stats: dict[str, torch.Tensor], lengths: torch.Tensor) -> list[TokenScores]:
     """One :class:`TokenScores` per row, cut to that row's answer length (one host copy)."""
     names = list(stats)
     host = torch.stack([stats[n] for n in names]).cpu().numpy()  # (4, batch, steps)
@@ -247,9 +241,7 @@ def _split_rows(
     return rows
 
 
-def score_teacher_forced(
-    model: Any, prompt_ids: torch.Tensor, answer_ids: torch.Tensor
-) -> TokenScores:
+def score_teacher_forced(model: Any, prompt_ids: torch.Tensor, answer_ids: torch.Tensor) -> TokenScores:
     """Score a given answer after a given prompt with one forward pass.
 
     Args:

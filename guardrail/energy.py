@@ -74,9 +74,7 @@ def step_statistics(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lse, -log_p.exp().mul_(log_p).sum(dim=-1)
 
 
-def teacher_forced_statistics(
-    logits: torch.Tensor, token_ids: torch.Tensor, start: int
-) -> dict[str, torch.Tensor]:
+def teacher_forced_statistics(logits: torch.Tensor, token_ids: torch.Tensor, start: int) -> dict[str, torch.Tensor]:
     """Per-token statistics of ``token_ids[start:]`` from one teacher-forced forward pass.
 
     In a forward pass ``logits[i]`` predicts ``token_ids[i + 1]``: token ``i`` was emitted by the
@@ -114,19 +112,22 @@ def derived_metric(
     entropy: np.ndarray,
 ) -> np.ndarray:
     """One per-token metric from the four per-token statistics (all shape ``(n,)``)."""
+    values: np.ndarray
     if metric == "spilled_energy":
-        return next_log_partition - chosen_logit
-    if metric == "scaled_spilled_energy":
-        return np.abs(next_log_partition) * (next_log_partition - chosen_logit)
-    if metric == "marginal_energy":
-        return -next_log_partition
-    if metric == "logit_energy":
-        return -chosen_logit
-    if metric == "logprob":
-        return chosen_logit - log_partition
-    if metric == "entropy":
-        return entropy.copy()
-    raise InvalidInputError(f"`metric` must be one of {METRICS}, got {metric!r}")
+        values = next_log_partition - chosen_logit
+    elif metric == "scaled_spilled_energy":
+        values = np.abs(next_log_partition) * (next_log_partition - chosen_logit)
+    elif metric == "marginal_energy":
+        values = -next_log_partition
+    elif metric == "logit_energy":
+        values = -chosen_logit
+    elif metric == "logprob":
+        values = chosen_logit - log_partition
+    elif metric == "entropy":
+        values = entropy.copy()
+    else:
+        raise InvalidInputError(f"`metric` must be one of {METRICS}, got {metric!r}")
+    return values
 
 
 def pool(values: np.ndarray, pooling: str) -> float:

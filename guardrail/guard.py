@@ -22,8 +22,8 @@ from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
 from guardrail.capture import generate_with_scores, model_device, score_teacher_forced
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
-from guardrail.locks import model_lock
 from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
+from guardrail.locks import model_lock
 from guardrail.policy import Action, Policy
 from guardrail.scores import TokenScores, TokenStep
 from guardrail.streaming import stream_generation
@@ -122,7 +122,9 @@ class Guard:
 
     # -- public entry points -------------------------------------------------------------
 
-    def ask(self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any) -> Verdict:
+    def ask(
+        self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any
+    ) -> Verdict:
         """Answer ``question`` and judge the answer (retrying if the policy says so).
 
         Args:
@@ -182,8 +184,13 @@ class Guard:
         def generate(**streaming: Any) -> TokenScores:
             with _seeded(generation.get("seed"), model_device(self.model)):
                 rows, _ = generate_with_scores(
-                    self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
-                    pad_token_id=self._pad, **streaming, **kwargs,
+                    self.model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    eos_token_ids=self._eos,
+                    pad_token_id=self._pad,
+                    **streaming,
+                    **kwargs,
                 )
             return rows[0]
 
@@ -218,7 +225,9 @@ class Guard:
         scores = score_teacher_forced(self.model, prompt_ids, answer_ids)
         localizer: Localizer = self.localizer
         if span is not None:
-            localizer = ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=(span[0], span[1]))
+            localizer = (
+                ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=(span[0], span[1]))
+            )
         attempt = self._judge(prompt.question, scores, "given", localizer, len(prompt_ids))
         return self._verdict(prompt.question, [attempt])
 
@@ -239,7 +248,9 @@ class Guard:
         if self.system_prompt and messages[0].get("role") != "system":
             messages = ({"role": "system", "content": self.system_prompt}, *messages)
         users = [m["content"] for m in messages if m.get("role") == "user"]
-        return _Prompt(localize_in or (users[-1] if users else messages[-1]["content"]), self._template(messages), messages)
+        return _Prompt(
+            localize_in or (users[-1] if users else messages[-1]["content"]), self._template(messages), messages
+        )
 
     def _template(self, messages: Sequence[Message]) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -272,14 +283,17 @@ class Guard:
         enc = self._batch(texts, int(kwargs["max_new_tokens"]))
         with _seeded(change.get("seed", generation.get("seed")), model_device(self.model)):
             rows, _ = generate_with_scores(
-                self.model, enc["input_ids"], enc["attention_mask"], eos_token_ids=self._eos,
-                pad_token_id=self._pad, **kwargs,
+                self.model,
+                enc["input_ids"],
+                enc["attention_mask"],
+                eos_token_ids=self._eos,
+                pad_token_id=self._pad,
+                **kwargs,
             )
         label = _describe(change, kwargs)
         lengths = enc["attention_mask"].sum(dim=1).tolist()
         return [
-            self._judge(p.question, s, label, self.localizer, n)
-            for p, s, n in zip(prompts, rows, lengths, strict=True)
+            self._judge(p.question, s, label, self.localizer, n) for p, s, n in zip(prompts, rows, lengths, strict=True)
         ]
 
     def _generation_kwargs(self, change: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
@@ -340,8 +354,12 @@ class Guard:
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model_device(self.model))
         with model_lock(self.model), torch.inference_mode():
             out = self.model.generate(
-                **enc, max_new_tokens=24, do_sample=False, pad_token_id=self._pad,
-                stop_strings=["\n"], tokenizer=self.tokenizer,
+                **enc,
+                max_new_tokens=24,
+                do_sample=False,
+                pad_token_id=self._pad,
+                stop_strings=["\n"],
+                tokenizer=self.tokenizer,
             )
         return str(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
@@ -371,8 +389,7 @@ def _check_model(model: Any, tokenizer: Any) -> int:
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise ModelError(
-            f"`model` ({type(model).__name__}) has no LM head, so no logits to score; "
-            "load it with AutoModelForCausalLM"
+            f"`model` ({type(model).__name__}) has no LM head, so no logits to score; load it with AutoModelForCausalLM"
         )
     if not callable(getattr(tokenizer, "get_vocab", None)) or not callable(tokenizer):
         raise ModelError(f"`tokenizer` must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")

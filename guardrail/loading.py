@@ -102,7 +102,7 @@ def load_local(
         kwargs["gguf_file"] = location.name
         location = location.parent
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer

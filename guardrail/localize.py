@@ -123,9 +123,7 @@ def token_offsets(decode: Callable[[list[int]], str], token_ids: Sequence[int]) 
 def _span_from_chars(answer: str, offsets: Offsets, start: int, end: int, source: str) -> Span | None:
     """Tokens overlapping characters ``[start, end)`` (ignoring whitespace-only tokens)."""
     hits = [
-        i
-        for i, (a, b) in enumerate(offsets)
-        if a < end and b > start and answer[max(a, start) : min(b, end)].strip()
+        i for i, (a, b) in enumerate(offsets) if a < end and b > start and answer[max(a, start) : min(b, end)].strip()
     ]
     if not hits:
         return None
@@ -241,19 +239,28 @@ def _bridges(answer: str, words: list[re.Match[str]], content: list[bool], last:
     )
 
 
-_EXTRACTION_PROMPT = """Extract from the following long answer the short answer, only the relevant tokens. If the long answer does not answer the question, output NO ANSWER.
-
-Q: Which musical featured the song The Street Where You Live?
-A: The song "The Street Where You Live" is from the Lerner and Loewe musical "My Fair Lady." It is one of the most famous songs from the show, and it is sung by Professor Henry Higgins as he reflects on the transformation of Eliza Doolittle.
-Exact answer: My Fair Lady
-
-Q: Which Swedish actress won the Best Supporting Actress Oscar for Murder on the Orient Express?
-A: I'm glad you asked about a Swedish actress who won an Oscar for "Murder on the Orient Express," but I must clarify that there seems to be a misunderstanding here. No Swedish actress has won an Oscar for Best Supporting Actress for that film.
-Exact answer: NO ANSWER
-
-Q: {question}
-A: {answer}
-Exact answer:"""
+# The paper's few-shot extraction prompt, verbatim.
+_EXTRACTION_PROMPT = (
+    "Extract from the following long answer the short answer, only the relevant tokens. If the long "
+    "answer does not answer the question, output NO ANSWER.\n"
+    "\n"
+    "Q: Which musical featured the song The Street Where You Live?\n"
+    'A: The song "The Street Where You Live" is from the Lerner and Loewe musical "My Fair Lady." It '
+    "is one of the most famous songs from the show, and it is sung by Professor Henry Higgins as he "
+    "reflects on the transformation of Eliza Doolittle.\n"
+    "Exact answer: My Fair Lady\n"
+    "\n"
+    "Q: Which Swedish actress won the Best Supporting Actress Oscar for Murder on the Orient "
+    "Express?\n"
+    "A: I'm glad you asked about a Swedish actress who won an Oscar for \"Murder on the Orient "
+    'Express," but I must clarify that there seems to be a misunderstanding here. No Swedish actress '
+    "has won an Oscar for Best Supporting Actress for that film.\n"
+    "Exact answer: NO ANSWER\n"
+    "\n"
+    "Q: {question}\n"
+    "A: {answer}\n"
+    "Exact answer:"
+)
 
 
 @dataclass(frozen=True)
@@ -280,8 +287,14 @@ class LLMExtractionLocalizer:
                 if span is not None:
                     return span
         span = self.fallback.locate(question, answer, offsets)
-        return Span(span.start, span.stop, span.char_start, span.char_end, span.text,
-                    f"{span.source} ({self.name} extraction failed: {extracted!r})")
+        return Span(
+            span.start,
+            span.stop,
+            span.char_start,
+            span.char_end,
+            span.text,
+            f"{span.source} ({self.name} extraction failed: {extracted!r})",
+        )
 
 
 LOCALIZERS: tuple[str, ...] = ("heuristic", "llm", "whole")

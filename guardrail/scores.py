@@ -50,9 +50,7 @@ class TokenScores:
         for name in _STATS:
             array = _frozen(getattr(self, name))
             if array.shape != ids.shape:
-                raise InvalidInputError(
-                    f"`{name}` must have shape {ids.shape} like `token_ids`, got {array.shape}"
-                )
+                raise InvalidInputError(f"`{name}` must have shape {ids.shape} like `token_ids`, got {array.shape}")
             object.__setattr__(self, name, array)
         bad = ~np.isfinite(np.stack([getattr(self, n) for n in _STATS[:3]]))
         if bad.any():

@@ -24,7 +24,7 @@ def check_text(name: str, value: object) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInputError(
-            f"`{name}` is not valid text: {exc.reason} at character {exc.start} ({value[exc.start:exc.end]!r})"
+            f"`{name}` is not valid text: {exc.reason} at character {exc.start} ({value[exc.start : exc.end]!r})"
         ) from None
     return value
 
@@ -35,7 +35,13 @@ def check_int(name: str, value: object, *, minimum: int | None = None, maximum: 
         raise InvalidInputError(f"`{name}` must be an int, got {type(value).__name__}: {value!r}")
     number = int(value)
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]" if minimum is not None else f"<= {maximum}"
+        bounds = (
+            f">= {minimum}"
+            if maximum is None
+            else f"in [{minimum}, {maximum}]"
+            if minimum is not None
+            else f"<= {maximum}"
+        )
         raise InvalidInputError(f"`{name}` must be an int {bounds}, got {value!r}")
     return number
 

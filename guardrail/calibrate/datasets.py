@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from guardrail.calibrate.grading import contains
 from guardrail.errors import InvalidInputError
 from guardrail.loading import cache_root
-from guardrail.calibrate.grading import contains
 
 __all__ = [
     "DATASETS",
@@ -42,11 +42,11 @@ __all__ = [
     "arithmetic_forced",
     "cache_root",
     "capitals",
+    "expand",
     "fetch_qa_wikidata",
     "jsonl",
     "load",
     "qa_wikidata",
-    "expand",
     "quiz",
     "select",
 ]
@@ -100,10 +100,13 @@ class Dataset:
         if not 0 < fraction < 1:
             raise InvalidInputError(f"`fraction` must be in (0, 1), got {fraction!r}")
         order = np.random.default_rng(seed).permutation(len(self.items))
-        cut = int(round(fraction * len(order)))
+        cut = round(fraction * len(order))
         if cut < 1 or cut >= len(order):
             raise InvalidInputError(f"cannot split {len(order)} items with fraction {fraction}: one side is empty")
-        pick = lambda idx, tag: Dataset(f"{self.name}/{tag}", tuple(self.items[i] for i in sorted(idx)))  # noqa: E731
+
+        def pick(indices: np.ndarray, tag: str) -> Dataset:
+            return Dataset(f"{self.name}/{tag}", tuple(self.items[i] for i in sorted(indices)))
+
         return pick(order[:cut], f"val{fraction:g}s{seed}"), pick(order[cut:], f"test{fraction:g}s{seed}")
 
 
@@ -166,8 +169,21 @@ def fetch_qa_wikidata(cache: Path | None = None, *, log: Callable[[str], None] |
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         say(f"downloading the {_BIGBENCH} sdist (358 MB) with pip; only qa_wikidata is kept")
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--no-build-isolation", "--disable-pip-version-check", "--quiet", _BIGBENCH, "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--quiet",
+            _BIGBENCH,
+            "-d",
+            tmp,
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         archives = list(Path(tmp).glob("bigbench-*.tar.gz"))
         if done.returncode != 0 or not archives:
@@ -212,9 +228,7 @@ def qa_wikidata(cache: Path | None = None) -> Dataset:
     """
     path = _task_path(cache)
     if not path.is_file():
-        raise InvalidInputError(
-            f"qa_wikidata is not cached at {path}; run `{_FETCH_COMMAND}` once (needs PyPI)"
-        )
+        raise InvalidInputError(f"qa_wikidata is not cached at {path}; run `{_FETCH_COMMAND}` once (needs PyPI)")
     try:
         examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -222,7 +236,9 @@ def qa_wikidata(cache: Path | None = None) -> Dataset:
     items = []
     for example in examples:
         targets = example.get("target")
-        answers = tuple(t for t in (targets if isinstance(targets, list) else [targets]) if isinstance(t, str) and t.strip())
+        answers = tuple(
+            t for t in (targets if isinstance(targets, list) else [targets]) if isinstance(t, str) and t.strip()
+        )
         if isinstance(example.get("input"), str) and answers:
             items.append(Item(_wikidata_question(example["input"]), answers))
     return _dataset("qa-wikidata", items)
@@ -274,7 +290,7 @@ def _sequence(text: str, i: int, close: str) -> tuple[list[str], int]:
             inner, i = _alternatives(text, i + 1, "}" if char == "{" else "]")
             if i >= len(text):
                 raise InvalidInputError(f"unbalanced quiz pattern {text!r}")
-            inner = ([""] + inner) if char == "{" else inner
+            inner = ["", *inner] if char == "{" else inner
             current = [c + x for c in current for x in inner]
         elif char == "\\" and i + 1 < len(text):
             i += 1
@@ -331,13 +347,14 @@ def _operands(n: int, digits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def arithmetic(n: int = 200, digits: int = 2, seed: int = 0) -> Dataset:
     """Generated additions "What is A + B?", graded exactly (see :func:`~guardrail.calibrate.grading.grade_number`)."""
     a, b = _operands(n, digits, seed)
-    items = [Item(f"What is {x} + {y}? Answer with the number only.", (str(x + y),), numeric=True) for x, y in zip(a.tolist(), b.tolist())]
+    items = [
+        Item(f"What is {x} + {y}? Answer with the number only.", (str(x + y),), numeric=True)
+        for x, y in zip(a.tolist(), b.tolist(), strict=True)
+    ]
     return Dataset(f"arithmetic[{n}x{digits}d seed={seed}]", tuple(items))
 
 
-def arithmetic_forced(
-    n: int = 200, digits: int = 13, offsets: tuple[int, int] = (1, 10), seed: int = 0
-) -> Dataset:
+def arithmetic_forced(n: int = 200, digits: int = 13, offsets: tuple[int, int] = (1, 10), seed: int = 0) -> Dataset:
     """Teacher-forced variant of §5.1: per prompt, one item with the correct sum and one offset.
 
     The prompt is the paper notebook's raw-text prompt (no chat template); the wrong answer is
@@ -348,10 +365,13 @@ def arithmetic_forced(
     rng = np.random.default_rng(seed + 1)
     shift = rng.integers(offsets[0], offsets[1], n) * rng.choice([-1, 1], n)
     items: list[Item] = []
-    for x, y, d in zip(a.tolist(), b.tolist(), shift.tolist()):
+    for x, y, d in zip(a.tolist(), b.tolist(), shift.tolist(), strict=True):
         prompt = f"Solve the following math expression: {x}+{y}=x.\n Answer: x is "
         truth = (str(x + y),)
-        items += [Item(prompt, truth, numeric=True, given=str(x + y)), Item(prompt, truth, numeric=True, given=str(x + y + d))]
+        items += [
+            Item(prompt, truth, numeric=True, given=str(x + y)),
+            Item(prompt, truth, numeric=True, given=str(x + y + d)),
+        ]
     return Dataset(f"arithmetic-forced[{n}x{digits}d seed={seed}]", tuple(items))
 
 
@@ -391,7 +411,13 @@ def _row(path: Path, number: int, line: str) -> Item:
 
 # -- by name ---------------------------------------------------------------------------------
 
-DATASETS: tuple[str, ...] = ("capitals", "qa-wikidata", "arithmetic", "arithmetic-forced", *(f"quiz:{t}" for t in QUIZ_TABLES))
+DATASETS: tuple[str, ...] = (
+    "capitals",
+    "qa-wikidata",
+    "arithmetic",
+    "arithmetic-forced",
+    *(f"quiz:{t}" for t in QUIZ_TABLES),
+)
 
 
 def load(spec: str, *, limit: int | None = None, seed: int = 0) -> Dataset:
@@ -402,7 +428,11 @@ def load(spec: str, *, limit: int | None = None, seed: int = 0) -> Dataset:
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidInputError(f"`data` must name a dataset ({', '.join(DATASETS)}) or a JSONL file, got {spec!r}")
     parts = [_load_one(s.strip()) for s in spec.split("+")]
-    dataset = parts[0] if len(parts) == 1 else Dataset("+".join(p.name for p in parts), tuple(i for p in parts for i in p.items))
+    dataset = (
+        parts[0]
+        if len(parts) == 1
+        else Dataset("+".join(p.name for p in parts), tuple(i for p in parts for i in p.items))
+    )
     return dataset if limit is None else dataset.sample(limit, seed)
 
 

@@ -25,11 +25,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from guardrail.calibrate.metrics import AurocResult, ThresholdMetrics, bootstrap_auroc, threshold_metrics
+from guardrail.calibrate.scoring import Scored
 from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import CalibrationError, InvalidInputError
-from guardrail.calibrate.metrics import AurocResult, ThresholdMetrics, bootstrap_auroc, threshold_metrics
-from guardrail.calibrate.scoring import Scored
 
 __all__ = [
     "COMBINED_FEATURES",
@@ -125,12 +125,16 @@ def _combined(scored: Scored, localizer: str, y: np.ndarray, folds: int, seed: i
     pipeline = _logistic_pipeline().fit(raw, y)
     scaler, model = pipeline[0], pipeline[-1]
     features = tuple(
-        Feature(metric=m, pooling=p, weight=float(w), center=float(c), scale=float(s))  # type: ignore[arg-type]
+        Feature(metric=m, pooling=p, weight=float(w), center=float(c), scale=float(s))
         for (m, p), w, c, s in zip(COMBINED_FEATURES, model.coef_[0], scaler.mean_, scaler.scale_, strict=True)
     )
     return Candidate(
-        f"combined@{localizer}", localizer, features, float(model.intercept_[0]),
-        bootstrap_auroc(out_of_fold, y, seed=seed), pipeline.decision_function(raw),
+        f"combined@{localizer}",
+        localizer,
+        features,
+        float(model.intercept_[0]),
+        bootstrap_auroc(out_of_fold, y, seed=seed),
+        pipeline.decision_function(raw),
     )
 
 
@@ -139,9 +143,18 @@ def _singles(scored: Scored, metric: str, localizer: str, y: np.ndarray, seed: i
     for pooling in POOLINGS:
         raw = scored.pooled(metric, pooling, localizer)
         for direction in (1, -1):
-            feature = Feature(metric=metric, pooling=pooling, weight=float(direction))  # type: ignore[arg-type]
+            feature = Feature(metric=metric, pooling=pooling, weight=float(direction))
             name = f"{'+' if direction > 0 else '-'}{metric}[{pooling}]@{localizer}"
-            found.append(Candidate(name, localizer, (feature,), 0.0, bootstrap_auroc(direction * raw, y, resamples=200, seed=seed), direction * raw))
+            found.append(
+                Candidate(
+                    name,
+                    localizer,
+                    (feature,),
+                    0.0,
+                    bootstrap_auroc(direction * raw, y, resamples=200, seed=seed),
+                    direction * raw,
+                )
+            )
     return found
 
 
@@ -151,7 +164,9 @@ def rank_candidates(
     """Every candidate over every located localizer, best validation AUROC first."""
     unknown = [m for m in metrics if m not in (*METRICS, "combined")]
     if unknown or not metrics:
-        raise InvalidInputError(f"`metrics` must be a non-empty subset of {(*METRICS, 'combined')}, got {list(metrics)}")
+        raise InvalidInputError(
+            f"`metrics` must be a non-empty subset of {(*METRICS, 'combined')}, got {list(metrics)}"
+        )
     y = scored.labels
     found: list[Candidate] = []
     for localizer in scored.spans:
@@ -183,14 +198,27 @@ def fit(
     best = ranked[0]
     chosen = choose_threshold(best.scores, y, goal)
     report = Report(
-        n=len(y), n_hallucinated=int(y.sum()), auroc=best.auroc.value, auroc_low=best.auroc.low,
-        auroc_high=best.auroc.high, precision=chosen.precision, recall=chosen.recall,
-        flag_rate=chosen.flag_rate, data=data, f1=chosen.f1, false_flag_rate=chosen.false_flag_rate,
+        n=len(y),
+        n_hallucinated=int(y.sum()),
+        auroc=best.auroc.value,
+        auroc_low=best.auroc.low,
+        auroc_high=best.auroc.high,
+        precision=chosen.precision,
+        recall=chosen.recall,
+        flag_rate=chosen.flag_rate,
+        data=data,
+        f1=chosen.f1,
+        false_flag_rate=chosen.false_flag_rate,
         selection=f"{best.name}: best validation AUROC of {len(ranked)} candidates"
         + (" (5-fold cross-validated)" if best.name.startswith("combined") else ""),
     )
     calibration = Calibration(
-        model=model, localizer=best.localizer, features=best.features, bias=best.bias,
-        threshold=chosen.threshold, goal=goal, report=report,
+        model=model,
+        localizer=best.localizer,
+        features=best.features,
+        bias=best.bias,
+        threshold=chosen.threshold,
+        goal=goal,
+        report=report,
     )
     return calibration, ranked

@@ -13,9 +13,9 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from guardrail.calibration import Calibration
 from guardrail.calibrate.metrics import roc_curve
 from guardrail.calibrate.scoring import BASELINES, Scored
+from guardrail.calibration import Calibration
 
 __all__ = ["write_report"]
 
@@ -34,14 +34,21 @@ def _roc_png(path: Path, scored: Scored, calibration: Calibration, summary: dict
     labels = scored.labels
     fig, ax = plt.subplots(figsize=(5.5, 5))
     curves = [("calibrated score", scored.calibrated(calibration), summary["calibration"]["auroc"])]
-    curves += [(b["name"], scored.values(s), b["auroc"])
-               for (name, s), b in zip([x for x in BASELINES if x[1].localizer in scored.spans], summary["baselines"])]
+    curves += [
+        (b["name"], scored.values(s), b["auroc"])
+        for (_, s), b in zip(
+            [x for x in BASELINES if x[1].localizer in scored.spans], summary["baselines"], strict=True
+        )
+    ]
     for name, values, area in curves:
         fpr, tpr = roc_curve(values, labels)
         ax.plot(fpr, tpr, lw=2.2 if name == "calibrated score" else 1.2, label=f"{name} ({area:.2f})")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
-    ax.set(xlabel="false-flag rate (correct answers flagged)", ylabel="recall (wrong answers flagged)",
-           title="ROC, hallucination = positive")
+    ax.set(
+        xlabel="false-flag rate (correct answers flagged)",
+        ylabel="recall (wrong answers flagged)",
+        title="ROC, hallucination = positive",
+    )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -81,7 +88,7 @@ def _tokens_png(path: Path, scored: Scored, calibration: Calibration, count: int
     width = max(x + w for boxes in layout for x, w, _ in boxes) if layout else 1.0
     fig, ax = plt.subplots(figsize=(min(16, 1.0 + 0.11 * width), 0.5 * len(rows) + 1.0))
     cmap = plt.get_cmap("coolwarm_r")
-    for line, (i, boxes) in enumerate(zip(rows, layout)):
+    for line, (i, boxes) in enumerate(zip(rows, layout, strict=True)):
         energies, span = scored.records[i].scores.spilled_energy, spans[i]
         ax.text(-0.5, -line, "✓" if scored.records[i].correct else "✗", ha="right", va="center", fontsize=11)
         for t, (x, w, text) in enumerate(boxes):
@@ -89,8 +96,13 @@ def _tokens_png(path: Path, scored: Scored, calibration: Calibration, count: int
             edge = "black" if span.start <= t < span.stop else "white"
             ax.add_patch(plt.Rectangle((x, -line - 0.4), w, 0.8, facecolor=color, edgecolor=edge, lw=1.5))
             ax.text(x + w / 2, -line, text, ha="center", va="center", fontsize=8, family="monospace")
-    ax.set(xlim=(-1.5, width + 0.5), ylim=(-len(rows) + 0.4, 0.6), yticks=[], xticks=[],
-           title="spilled energy ΔE per token (red: negative, blue: positive; boxed: scored span)")
+    ax.set(
+        xlim=(-1.5, width + 0.5),
+        ylim=(-len(rows) + 0.4, 0.6),
+        yticks=[],
+        xticks=[],
+        title="spilled energy ΔE per token (red: negative, blue: positive; boxed: scored span)",
+    )
     for side in ax.spines.values():
         side.set_visible(False)
     fig.tight_layout()

@@ -47,9 +47,13 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """The cache row: question, references, text, token ids and the four statistics."""
-        row: dict[str, Any] = {"question": self.item.question, "answers": list(self.item.answers),
-                               "numeric": self.item.numeric, "text": self.text,
-                               "token_ids": self.scores.token_ids.tolist()}
+        row: dict[str, Any] = {
+            "question": self.item.question,
+            "answers": list(self.item.answers),
+            "numeric": self.item.numeric,
+            "text": self.text,
+            "token_ids": self.scores.token_ids.tolist(),
+        }
         row.update({name: getattr(self.scores, name).tolist() for name in _STATS})
         return row
 
@@ -63,8 +67,14 @@ class Record:
 
 def _cache_file(guard: Any, dataset: Dataset, settings: dict[str, Any], cache: Path) -> Path:
     """``generations/<model>-<hash>/<dataset>.jsonl``; the hash covers model and settings."""
-    key = json.dumps({"model": guard.fingerprint.model_dump(), "settings": settings,
-                      "system_prompt": getattr(guard, "system_prompt", None)}, sort_keys=True)
+    key = json.dumps(
+        {
+            "model": guard.fingerprint.model_dump(),
+            "settings": settings,
+            "system_prompt": getattr(guard, "system_prompt", None),
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
     base = dataset.name.split("[")[0].split("/")[0].replace(":", "-") or "data"
     return cache / "generations" / f"{guard.fingerprint.name}-{digest}" / f"{base}.jsonl"
@@ -112,7 +122,7 @@ def generate(
     *,
     batch_size: int = 16,
     max_new_tokens: int = 32,
-    cache: Path | None | bool = True,
+    cache: Path | bool | None = True,
     progress: bool = True,
 ) -> Run:
     """Answer every question of ``dataset`` (greedy), reusing and extending the cache.
@@ -140,8 +150,9 @@ def generate(
     if missing:
         rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress))
     seconds = time.perf_counter() - started
-    records = tuple(_record(item, rows[item.question]) if item.given is None else _forced(guard, item)
-                    for item in dataset.items)
+    records = tuple(
+        _record(item, rows[item.question]) if item.given is None else _forced(guard, item) for item in dataset.items
+    )
     return Run(dataset.name, records, len(missing), seconds, path)
 
 
@@ -160,8 +171,13 @@ def _forced(guard: Any, item: Item) -> Record:
 
 
 def _generate_missing(
-    guard: Any, dataset: Dataset, questions: list[str], path: Path | None, batch_size: int,
-    max_new_tokens: int, progress: bool,
+    guard: Any,
+    dataset: Dataset,
+    questions: list[str],
+    path: Path | None,
+    batch_size: int,
+    max_new_tokens: int,
+    progress: bool,
 ) -> dict[str, dict[str, Any]]:
     by_question = {i.question: i for i in dataset.items}
     if path:
@@ -171,7 +187,10 @@ def _generate_missing(
         for start in range(0, len(questions), batch_size):
             chunk = questions[start : start + batch_size]
             verdicts = guard.ask_batch(chunk, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            new = [Record(by_question[q], v.best.answer, v.best.scores).to_json() for q, v in zip(chunk, verdicts)]
+            new = [
+                Record(by_question[q], v.best.answer, v.best.scores).to_json()
+                for q, v in zip(chunk, verdicts, strict=True)
+            ]
             if path:
                 with path.open("a", encoding="utf-8") as out:
                     out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)

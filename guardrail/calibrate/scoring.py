@@ -21,7 +21,6 @@ from guardrail.localize import LOCALIZERS, Localizer, Span, make_localizer, toke
 __all__ = ["BASELINES", "Scored", "Scorer", "all_scorers", "default_direction", "locate", "standard_localizers"]
 
 
-
 def default_direction(metric: str, pooling: str) -> int:
     """The a-priori orientation (+1: higher pooled value = hallucinated).
 
@@ -65,7 +64,6 @@ BASELINES: tuple[tuple[str, Scorer], ...] = (
 )
 
 
-
 @dataclass
 class Scored:
     """Records with their spans per localizer and a cache of pooled values."""
@@ -84,9 +82,10 @@ class Scored:
         """Raw pooled values (no orientation), one per record."""
         key = (metric, pooling, localizer)
         if key not in self._pooled:
-            self._pooled[key] = np.array([
-                r.scores.pooled(metric, pooling, s.indices) for r, s in zip(self.records, self.spans[localizer])
-            ])
+            spans = self.spans[localizer]
+            self._pooled[key] = np.array(
+                [r.scores.pooled(metric, pooling, s.indices) for r, s in zip(self.records, spans, strict=True)]
+            )
         return self._pooled[key]
 
     def values(self, scorer: Scorer) -> np.ndarray:
@@ -96,23 +95,29 @@ class Scored:
     def calibrated(self, calibration: Calibration) -> np.ndarray:
         """Scores under a calibration (its localizer must have been located)."""
         spans = self.spans[calibration.localizer]
-        return np.array([calibration.score(r.scores, s) for r, s in zip(self.records, spans)])
+        return np.array([calibration.score(r.scores, s) for r, s in zip(self.records, spans, strict=True)])
 
 
 def locate(
-    records: Iterable[Record], localizers: dict[str, Localizer], decode: Callable[[list[int]], str],
+    records: Iterable[Record],
+    localizers: dict[str, Localizer],
+    decode: Callable[[list[int]], str],
 ) -> Scored:
     """Spans of every non-empty record under each localizer (empty answers are left out)."""
     kept = [r for r in records if len(r.scores) and r.text.strip()]
     if not kept:
         raise InvalidInputError("every answer is empty: nothing to score")
     offsets = [token_offsets(decode, r.scores.token_ids.tolist()) for r in kept]
-    spans = {name: [loc.locate(r.item.question, text, off) for r, (text, off) in zip(kept, offsets)]
-             for name, loc in localizers.items()}
+    spans = {
+        name: [loc.locate(r.item.question, text, off) for r, (text, off) in zip(kept, offsets, strict=True)]
+        for name, loc in localizers.items()
+    }
     return Scored(kept, spans, [off for _, off in offsets])
 
 
-def standard_localizers(guard: Any | None = None, names: Sequence[str] = ("heuristic", "whole")) -> dict[str, Localizer]:
+def standard_localizers(
+    guard: Any | None = None, names: Sequence[str] = ("heuristic", "whole")
+) -> dict[str, Localizer]:
     """Localizers by name; ``"llm"`` needs the guard (one short generation per answer)."""
     out: dict[str, Localizer] = {}
     for name in names:

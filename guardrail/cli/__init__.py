@@ -19,6 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from guardrail.cli.app import run
     except ImportError as exc:  # the [cli] extra (rich) is not installed
-        print(f"spillguard: the command line needs its extra dependencies ({exc.name}): {INSTALL_HINT}", file=sys.stderr)
+        print(
+            f"spillguard: the command line needs its extra dependencies ({exc.name}): {INSTALL_HINT}", file=sys.stderr
+        )
         return 1
     return run(argv)

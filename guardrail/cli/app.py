@@ -20,15 +20,24 @@ __all__ = ["run"]
 Command = tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]
 
 COMMANDS: dict[str, Command] = {
-    "demo": (runtime.demo, runtime.configure_demo,
-             "ask the bundled model real questions and show answers, scores and verdicts"),
+    "demo": (
+        runtime.demo,
+        runtime.configure_demo,
+        "ask the bundled model real questions and show answers, scores and verdicts",
+    ),
     "ask": (runtime.ask, runtime.configure_ask, "answer one question and judge the answer"),
     "score": (runtime.score, runtime.configure_score, "score a given answer with one teacher-forced pass"),
     "bench": (bench.run, bench.configure, "measure guarded vs plain generation (time and memory)"),
-    "calibrate": (toolkit.calibrate, toolkit.configure_calibrate,
-                  "fit metric, pooling, direction, localizer and threshold on labelled data"),
-    "evaluate": (toolkit.evaluate, toolkit.configure_evaluate,
-                 "measure detection quality (AUROC, baselines, calibrated precision/recall)"),
+    "calibrate": (
+        toolkit.calibrate,
+        toolkit.configure_calibrate,
+        "fit metric, pooling, direction, localizer and threshold on labelled data",
+    ),
+    "evaluate": (
+        toolkit.evaluate,
+        toolkit.configure_evaluate,
+        "measure detection quality (AUROC, baselines, calibrated precision/recall)",
+    ),
     "data": (toolkit.data, toolkit.configure_data, "fetch or list the labelled datasets"),
 }
 

@@ -38,14 +38,28 @@ def verdict_line(verdict: Verdict) -> Text:
 def token_table(attempt: Attempt) -> Table:
     """Per-token energies of one answer; the scored span is starred."""
     table = Table(box=None, pad_edge=False, caption="* = scored span", caption_justify="left")
-    for name, justify in (("", "left"), ("#", "right"), ("token", "left"), ("ΔE", "right"),
-                          ("logprob", "right"), ("E_logit", "right"), ("E_marg", "right")):
+    for name, justify in (
+        ("", "left"),
+        ("#", "right"),
+        ("token", "left"),
+        ("ΔE", "right"),
+        ("logprob", "right"),
+        ("E_logit", "right"),
+        ("E_marg", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     s = attempt.scores
     for i, token in enumerate(attempt.tokens):
         mark = "*" if attempt.span.start <= i < attempt.span.stop else ""
-        table.add_row(mark, str(i), repr(token), f"{s.spilled_energy[i]:.2f}", f"{s.logprob[i]:.2f}",
-                      f"{s.logit_energy[i]:.2f}", f"{s.marginal_energy[i]:.2f}")
+        table.add_row(
+            mark,
+            str(i),
+            repr(token),
+            f"{s.spilled_energy[i]:.2f}",
+            f"{s.logprob[i]:.2f}",
+            f"{s.logit_energy[i]:.2f}",
+            f"{s.marginal_energy[i]:.2f}",
+        )
     return table
 
 

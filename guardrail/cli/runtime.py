@@ -47,12 +47,15 @@ def demo(args: argparse.Namespace) -> int:
     for i, ((question, reference), verdict) in enumerate(zip(DEMO_QUESTIONS, verdicts, strict=True)):
         correct = reference.lower() in verdict.answer.lower()
         agree += (not correct) == verdict.hallucinated
-        console.print(f"Q{i + 1}: {question}   (reference: {reference}; model is {'right' if correct else 'WRONG'})",
-                      markup=False)
+        console.print(
+            f"Q{i + 1}: {question}   (reference: {reference}; model is {'right' if correct else 'WRONG'})", markup=False
+        )
         print_verdict(verdict, tokens=args.tokens or i == 0)
         console.print()
-    console.print(f"{agree}/{len(verdicts)} verdicts agree with the reference answers "
-                  "(wrong answers flagged, right answers allowed).")
+    console.print(
+        f"{agree}/{len(verdicts)} verdicts agree with the reference answers "
+        "(wrong answers flagged, right answers allowed)."
+    )
     return 0
 
 

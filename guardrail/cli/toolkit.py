@@ -20,8 +20,10 @@ from guardrail.localize import LOCALIZERS
 __all__ = ["calibrate", "configure_calibrate", "configure_data", "configure_evaluate", "data", "evaluate"]
 
 INSTALL_HINT = "pip install 'spillguard[calibrate]'"
-DATA_HELP = ("dataset: capitals, qa-wikidata, quiz:TABLE, arithmetic[:D], arithmetic-forced[:D], a JSONL file, "
-             "or several joined by '+' (`spillguard data list`)")
+DATA_HELP = (
+    "dataset: capitals, qa-wikidata, quiz:TABLE, arithmetic[:D], arithmetic-forced[:D], a JSONL file, "
+    "or several joined by '+' (`spillguard data list`)"
+)
 
 
 class ToolkitMissingError(SpillguardError):
@@ -45,13 +47,20 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--limit", type=int, help="seeded random sample of N items of each dataset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and the split (default 0)")
-    parser.add_argument("--split", type=float, default=1.0,
-                        help="fraction of each dataset in the validation part (default 1: all of it)")
+    parser.add_argument(
+        "--split",
+        type=float,
+        default=1.0,
+        help="fraction of each dataset in the validation part (default 1: all of it)",
+    )
     add_model_option(parser)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--localizers", default="heuristic,whole",
-                        help=f"comma-separated localizers to measure, of {', '.join(LOCALIZERS)} (default heuristic,whole)")
+    parser.add_argument(
+        "--localizers",
+        default="heuristic,whole",
+        help=f"comma-separated localizers to measure, of {', '.join(LOCALIZERS)} (default heuristic,whole)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -60,11 +69,19 @@ def _selection(toolkit: ModuleType, args: argparse.Namespace, part: str) -> Any:
     return toolkit.select(args.data, limit=args.limit, seed=args.seed, split=args.split, part=part)
 
 
-def _scored(toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any, extra: tuple[str, ...] = ()) -> Any:
+def _scored(
+    toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any, extra: tuple[str, ...] = ()
+) -> Any:
     names = tuple(dict.fromkeys([*(n.strip() for n in args.localizers.split(",") if n.strip()), *extra]))
     localizers = toolkit.standard_localizers(guard, names)
-    run = toolkit.generate(guard, dataset, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                           cache=not args.no_cache, progress=not args.quiet)
+    run = toolkit.generate(
+        guard,
+        dataset,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        cache=not args.no_cache,
+        progress=not args.quiet,
+    )
     return run, toolkit.locate(run.records, localizers, guard.tokenizer.decode)
 
 
@@ -82,8 +99,11 @@ def configure_calibrate(parser: argparse.ArgumentParser) -> None:
     _data_options(parser)
     parser.add_argument("--out", required=True, help="calibration JSON file to write")
     parser.add_argument("--goal", default="f1", help="'f1' (default) or 'false-flag-rate=X', e.g. false-flag-rate=0.1")
-    parser.add_argument("--metrics", help="comma-separated candidate metrics; 'combined' is the logistic "
-                        "combination (default: the energy metrics and combined); add logprob to allow the baseline")
+    parser.add_argument(
+        "--metrics",
+        help="comma-separated candidate metrics; 'combined' is the logistic "
+        "combination (default: the energy metrics and combined); add logprob to allow the baseline",
+    )
 
 
 def calibrate(args: argparse.Namespace) -> int:
@@ -93,8 +113,14 @@ def calibrate(args: argparse.Namespace) -> int:
     guard = build_guard(args, calibration=Calibration.uncalibrated())
     _, scored = _scored(toolkit, args, guard, dataset)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else toolkit.DEFAULT_METRICS
-    calibration, ranked = toolkit.fit(scored, goal=args.goal, metrics=metrics, model=guard.fingerprint,
-                                      data=_describe_data(args, dataset, "validation"), seed=args.seed)
+    calibration, ranked = toolkit.fit(
+        scored,
+        goal=args.goal,
+        metrics=metrics,
+        model=guard.fingerprint,
+        data=_describe_data(args, dataset, "validation"),
+        seed=args.seed,
+    )
     calibration.save(args.out)
     report = calibration.report
     assert report is not None
@@ -102,8 +128,10 @@ def calibrate(args: argparse.Namespace) -> int:
     for candidate in ranked[:8]:
         print(f"  {candidate.auroc}  {candidate.name}")
     print(f"chosen: {calibration.describe()}")
-    print(f"AUROC {report.auroc:.3f} [{report.auroc_low:.3f}, {report.auroc_high:.3f}]; at the threshold: "
-          f"precision {report.precision:.2f}, recall {report.recall:.2f}, flag rate {report.flag_rate:.2f}")
+    print(
+        f"AUROC {report.auroc:.3f} [{report.auroc_low:.3f}, {report.auroc_high:.3f}]; at the threshold: "
+        f"precision {report.precision:.2f}, recall {report.recall:.2f}, flag rate {report.flag_rate:.2f}"
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -114,8 +142,12 @@ def calibrate(args: argparse.Namespace) -> int:
 def configure_evaluate(parser: argparse.ArgumentParser) -> None:
     """Options of ``spillguard evaluate``."""
     _data_options(parser)
-    parser.add_argument("--part", choices=("val", "test"), default="test",
-                        help="with --split < 1: which part to evaluate (default test, the held-out one)")
+    parser.add_argument(
+        "--part",
+        choices=("val", "test"),
+        default="test",
+        help="with --split < 1: which part to evaluate (default test, the held-out one)",
+    )
     parser.add_argument("--calibration", help="calibration JSON file: precision/recall/F1 at its threshold")
     parser.add_argument("--json", action="store_true", help="print {summary, items} as JSON")
     parser.add_argument("--report", metavar="DIR", help="write an HTML report with PNG figures to DIR")

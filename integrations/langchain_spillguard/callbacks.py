@@ -137,8 +137,12 @@ class _Recorder:
                 raise UnscoredResponseError("the model response", run_id=record.run_id)
             return
         self.logger.log(
-            self.log_level, "spillguard: run %s flagged: score %.3f > threshold %.3f, answer %r",
-            record.run_id, record.score, record.threshold, record.text,
+            self.log_level,
+            "spillguard: run %s flagged: score %.3f > threshold %.3f, answer %r",
+            record.run_id,
+            record.score,
+            record.threshold,
+            record.text,
         )
         if self.raise_error:
             assert record.evidence is not None
@@ -172,11 +176,15 @@ class SpillguardCallbackHandler(_Recorder, BaseCallbackHandler):
         """Remember the prompt of the run."""
         self._start(messages, run_id)
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+    def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         """Read the verdict of the run's answer; record, log and maybe raise."""
         self._end(response, run_id, parent_run_id)
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         """Drop the state of a failed run."""
         self._forget(run_id)
 

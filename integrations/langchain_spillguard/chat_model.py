@@ -205,7 +205,9 @@ class ChatSpillguard(BaseChatModel):
         kwargs: dict[str, Any] = {}
         if self.calibration is not None:
             calibration = self.calibration
-            kwargs["calibration"] = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+            kwargs["calibration"] = (
+                calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+            )
         if self.policy is not None:
             kwargs["policy"] = self.policy
         if self.model_path:
@@ -238,7 +240,9 @@ class ChatSpillguard(BaseChatModel):
             ]
         temperature = change.get("temperature", options.get("temperature", self.temperature))
         seed = change.get("seed", options.get("seed", self.seed))
-        generation: dict[str, Any] = {"max_new_tokens": options.get("max_tokens") or self.max_tokens or guard.max_new_tokens}
+        generation: dict[str, Any] = {
+            "max_new_tokens": options.get("max_tokens") or self.max_tokens or guard.max_new_tokens
+        }
         if temperature:
             top_p = options.get("top_p", self.top_p)
             generation.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=top_p or 1.0)

@@ -70,8 +70,7 @@ class UnscoredResponseError(HallucinationFlagged):
             message=(
                 f"{what} carries no spillguard scores (no response_metadata['spillguard']), so it "
                 "cannot be judged; produce it with ChatSpillguard and keep the AIMessage "
-                "(put output parsers after the guard)"
-                + (f" [run {run_id}]" if run_id else "")
+                "(put output parsers after the guard)" + (f" [run {run_id}]" if run_id else "")
             ),
         )
 

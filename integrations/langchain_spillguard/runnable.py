@@ -118,7 +118,9 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
                 break
         return self._decide(tried)
 
-    async def _arun(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig) -> BaseMessage:
+    async def _arun(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> BaseMessage:
         tried: list[tuple[BaseMessage, Evidence, str]] = []
         for attempt in self._attempts(run_manager.tags):
             change = self._change(attempt, tried)
@@ -131,13 +133,19 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
     # -- stream ----------------------------------------------------------------------------
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[BaseMessage]:
-        yield from self._transform_stream_with_config(iter([input]), self._transform, config, run_type="chain", **kwargs)
+        yield from self._transform_stream_with_config(
+            iter([input]), self._transform, config, run_type="chain", **kwargs
+        )
 
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[BaseMessage]:
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[BaseMessage]:
         async def inputs() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self._atransform_stream_with_config(inputs(), self._atransform, config, run_type="chain", **kwargs):
+        async for chunk in self._atransform_stream_with_config(
+            inputs(), self._atransform, config, run_type="chain", **kwargs
+        ):
             yield chunk
 
     def _transform(
@@ -160,7 +168,7 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
     async def _atransform(
         self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> AsyncIterator[BaseMessage]:
-        input = [x async for x in inputs][0]
+        input = [x async for x in inputs][-1]  # the last input, as in _single
         tried: list[tuple[BaseMessage, Evidence, str]] = []
         passthrough = self.policy.on_hallucination == "flag"
         for attempt in self._attempts(run_manager.tags):
@@ -201,7 +209,11 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
         change = self.policy.retry_decoding(attempt)
         if "feedback" in change:
             previous = tried[-1][1].answer if tried else None
-            change = {**change, "previous_answer": previous} if previous else {k: v for k, v in change.items() if k != "feedback"}
+            change = (
+                {**change, "previous_answer": previous}
+                if previous
+                else {k: v for k, v in change.items() if k != "feedback"}
+            )
         return change
 
     @staticmethod

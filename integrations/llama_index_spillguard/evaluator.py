@@ -44,7 +44,9 @@ class SpilledEnergyEvaluator(BaseEvaluator):
 
     def __init__(self, llm: SpilledEnergyLLM | Guard | None = None, *, threshold: float | None = None) -> None:
         if llm is not None and not isinstance(llm, (SpilledEnergyLLM, Guard)):
-            raise InvalidInputError(f"`llm` must be a SpilledEnergyLLM or a guardrail.Guard, got {type(llm).__name__}: {llm!r}")
+            raise InvalidInputError(
+                f"`llm` must be a SpilledEnergyLLM or a guardrail.Guard, got {type(llm).__name__}: {llm!r}"
+            )
         if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
             raise InvalidInputError(f"`threshold` must be a finite number, got {threshold!r}")
         self._guard = llm.guard if isinstance(llm, SpilledEnergyLLM) else llm
@@ -56,7 +58,9 @@ class SpilledEnergyEvaluator(BaseEvaluator):
     def _update_prompts(self, prompts: PromptDictType) -> None:
         """No prompts: nothing to update."""
 
-    def evaluate_response(self, query: str | None = None, response: Response | None = None, **kwargs: Any) -> EvaluationResult:
+    def evaluate_response(
+        self, query: str | None = None, response: Response | None = None, **kwargs: Any
+    ) -> EvaluationResult:
         """Evaluate a query engine's response, from its metadata when present."""
         found = _from_metadata(query, response, self._threshold)
         if found is not None:
@@ -73,13 +77,21 @@ class SpilledEnergyEvaluator(BaseEvaluator):
         return await super().aevaluate_response(query=query, response=response, **kwargs)
 
     def evaluate(
-        self, query: str | None = None, response: str | None = None, contexts: Sequence[str] | None = None, **kwargs: Any
+        self,
+        query: str | None = None,
+        response: str | None = None,
+        contexts: Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> EvaluationResult:
         """Score ``response`` to ``query`` (given ``contexts``) teacher-forced."""
         return self._check(query, response, contexts)
 
     async def aevaluate(
-        self, query: str | None = None, response: str | None = None, contexts: Sequence[str] | None = None, **kwargs: Any
+        self,
+        query: str | None = None,
+        response: str | None = None,
+        contexts: Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> EvaluationResult:
         """:meth:`evaluate` in a worker thread."""
         return await asyncio.to_thread(self._check, query, response, contexts)
@@ -106,7 +118,8 @@ def _prompt(query: str, contexts: Sequence[str]) -> str:
     if not contexts:
         return query
     joined = "\n\n".join(contexts)
-    return f"Context information is below.\n---------------------\n{joined}\n---------------------\nQuery: {query}\nAnswer: "
+    rule = "---------------------"
+    return f"Context information is below.\n{rule}\n{joined}\n{rule}\nQuery: {query}\nAnswer: "
 
 
 def _from_metadata(query: str | None, response: Response | None, threshold: float | None) -> EvaluationResult | None:
@@ -116,7 +129,9 @@ def _from_metadata(query: str | None, response: Response | None, threshold: floa
     score = evidence.get("score")
     limit = float(evidence["threshold"]) if threshold is None else threshold
     contexts = [n.get_content() for n in response.source_nodes]
-    return _result(query, str(evidence.get("answer", response.response)), contexts, score, limit, evidence["span"]["text"])
+    return _result(
+        query, str(evidence.get("answer", response.response)), contexts, score, limit, evidence["span"]["text"]
+    )
 
 
 def _result(

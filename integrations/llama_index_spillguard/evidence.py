@@ -35,5 +35,5 @@ def verdict_logprobs(verdict: Verdict) -> list[list[LogProb]]:
     values = best.scores.logprob.tolist()
     return [
         [LogProb(token=token, logprob=float(lp) if math.isfinite(lp) else -math.inf, bytes=list(token.encode("utf-8")))]
-        for token, lp in zip(best.tokens, values)
+        for token, lp in zip(best.tokens, values, strict=True)
     ]

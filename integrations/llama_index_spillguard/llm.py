@@ -157,9 +157,7 @@ class SpilledEnergyLLM(CustomLLM):
             return await asyncio.to_thread(self._complete, prompt, formatted, kwargs)
 
     @llm_completion_callback()
-    async def astream_complete(
-        self, prompt: str, formatted: bool = False, **kwargs: Any
-    ) -> CompletionResponseAsyncGen:
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         """:meth:`stream_complete`, each step in a worker thread."""
         return _in_threads(self._stream_complete(prompt, formatted, kwargs), self._guard.model)
 
@@ -241,7 +239,9 @@ class SpilledEnergyLLM(CustomLLM):
             scope.record(kind, verdict)
         return verdict, scope
 
-    def _stream(self, question: Any, options: dict[str, Any], kind: str, scope: QueryScope | None) -> CompletionResponseGen:
+    def _stream(
+        self, question: Any, options: dict[str, Any], kind: str, scope: QueryScope | None
+    ) -> CompletionResponseGen:
         guard, generation = self._plan(options, scope)
         text = ""
         for item in guard.stream(question, **generation):
@@ -266,14 +266,18 @@ class SpilledEnergyLLM(CustomLLM):
         return self._engine_guard, generation
 
 
-def _make_guard(guard: Guard | None, model_path: str | os.PathLike[str] | None, guard_kwargs: Mapping[str, Any] | None) -> Guard:
+def _make_guard(
+    guard: Guard | None, model_path: str | os.PathLike[str] | None, guard_kwargs: Mapping[str, Any] | None
+) -> Guard:
     if guard is not None and model_path is not None:
         raise InvalidInputError(f"pass either `guard` or `model_path`, not both (model_path={model_path!r})")
     if guard is not None:
         if not isinstance(guard, Guard):
             raise InvalidInputError(f"`guard` must be a guardrail.Guard, got {type(guard).__name__}: {guard!r}")
         if guard_kwargs:
-            raise InvalidInputError(f"`guard_kwargs` only apply when the guard is built here, got {dict(guard_kwargs)!r}")
+            raise InvalidInputError(
+                f"`guard_kwargs` only apply when the guard is built here, got {dict(guard_kwargs)!r}"
+            )
         return guard
     if model_path is not None:
         return Guard.from_pretrained(model_path, **dict(guard_kwargs or {}))

@@ -104,7 +104,8 @@ class GuardedQueryEngine(BaseQueryEngine):
     ) -> None:
         if not isinstance(query_engine, BaseQueryEngine):
             raise InvalidInputError(
-                f"`query_engine` must be a LlamaIndex BaseQueryEngine, got {type(query_engine).__name__}: {query_engine!r}"
+                "`query_engine` must be a LlamaIndex BaseQueryEngine, "
+                f"got {type(query_engine).__name__}: {query_engine!r}"
             )
         _check_llm(query_engine)
         if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
@@ -164,8 +165,10 @@ class GuardedQueryEngine(BaseQueryEngine):
         if "feedback" in change:
             text = f"{bundle.query_str}\n\n{change['feedback']}\nYour previous answer was: {answers[-1].verdict.answer}"
             bundle = QueryBundle(
-                query_str=text, image_path=bundle.image_path,
-                custom_embedding_strs=bundle.embedding_strs, embedding=bundle.embedding,
+                query_str=text,
+                image_path=bundle.image_path,
+                custom_embedding_strs=bundle.embedding_strs,
+                embedding=bundle.embedding,
             )
             label += " + feedback"
         return _Plan(bundle, decoding, change["seed"], label)
@@ -185,8 +188,12 @@ class GuardedQueryEngine(BaseQueryEngine):
         evidence = _evidence(query, text, action, threshold, answers, chosen)
         dispatcher.event(
             GuardedQueryEvent(
-                query=query, action=action.value, score=evidence["score"], threshold=threshold,
-                attempts=len(answers), query_ids=[a.scope.id for a in answers],
+                query=query,
+                action=action.value,
+                score=evidence["score"],
+                threshold=threshold,
+                attempts=len(answers),
+                query_ids=[a.scope.id for a in answers],
             )
         )
         metadata = {**(best.response.metadata or {}), EVIDENCE_KEY: evidence}
@@ -199,7 +206,9 @@ def _make_policy(policy: Policy | str | None) -> Policy:
     if isinstance(policy, str):
         return Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT)  # type: ignore[arg-type]
     if not isinstance(policy, Policy):
-        raise InvalidInputError(f"`policy` must be a guardrail.Policy or one of 'flag', 'retry', 'abstain', got {policy!r}")
+        raise InvalidInputError(
+            f"`policy` must be a guardrail.Policy or one of 'flag', 'retry', 'abstain', got {policy!r}"
+        )
     return policy
 
 
@@ -258,7 +267,9 @@ def _judge(query: str, response: Response, scope: QueryScope, label: str) -> _An
     return _Answer(response, record.verdict, scope, label)
 
 
-def _evidence(query: str, text: str, action: Action, threshold: float, answers: list[_Answer], chosen: int) -> dict[str, Any]:
+def _evidence(
+    query: str, text: str, action: Action, threshold: float, answers: list[_Answer], chosen: int
+) -> dict[str, Any]:
     best = answers[chosen]
     return {
         "query": query,

@@ -97,7 +97,9 @@ def current_scope() -> QueryScope | None:
 
 
 @contextmanager
-def query_scope(query: str, *, decoding: Mapping[str, Any] | None = None, seed: int | None = None) -> Iterator[QueryScope]:
+def query_scope(
+    query: str, *, decoding: Mapping[str, Any] | None = None, seed: int | None = None
+) -> Iterator[QueryScope]:
     """Open a scope for ``query``; guarded LLM calls inside it record their verdicts there."""
     scope = QueryScope(query, dict(decoding or {}), seed, parent=_CURRENT.get())
     token = _CURRENT.set(scope)

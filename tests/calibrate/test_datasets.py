@@ -9,9 +9,8 @@ import pytest
 
 from guardrail.calibrate import datasets
 from guardrail.calibrate.datasets import Dataset, Item, expand, jsonl, load
-from guardrail.errors import InvalidInputError
 from guardrail.calibrate.grading import contains, grade, grade_number, normalize
-
+from guardrail.errors import InvalidInputError
 
 # -- grading ----------------------------------------------------------------------------------
 
@@ -62,8 +61,15 @@ def test_grade_empty_reference_never_matches() -> None:
 
 @pytest.mark.parametrize(
     ("answer", "expected", "correct"),
-    [("1207", 1207, True), ("The answer is 1,207.", 1207, True), ("1206", 1207, False),
-     ("1207.5", 1207, False), ("no idea", 1207, False), ("-5 is it", -5, True), ("12070", 1207, False)],
+    [
+        ("1207", 1207, True),
+        ("The answer is 1,207.", 1207, True),
+        ("1206", 1207, False),
+        ("1207.5", 1207, False),
+        ("no idea", 1207, False),
+        ("-5 is it", -5, True),
+        ("12070", 1207, False),
+    ],
 )
 def test_grade_number(answer: str, expected: int, correct: bool) -> None:
     assert grade_number(answer, expected) is correct
@@ -71,8 +77,14 @@ def test_grade_number(answer: str, expected: int, correct: bool) -> None:
 
 @pytest.mark.parametrize(
     ("answer", "correct"),
-    [("342 + 309 = 651", True), ("342 + 309 = 631", False), ("342 + 309 = 342 * 309", False),
-     ("To add 342 and 309, first", False), ("651", True), ("It is 651.5", False)],
+    [
+        ("342 + 309 = 651", True),
+        ("342 + 309 = 631", False),
+        ("342 + 309 = 342 * 309", False),
+        ("To add 342 and 309, first", False),
+        ("651", True),
+        ("It is 651.5", False),
+    ],
 )
 def test_grade_number_skips_numbers_of_the_question(answer: str, correct: bool) -> None:
     assert grade_number(answer, 651, "What is 342 + 309? Answer with the number only.") is correct
@@ -103,7 +115,9 @@ def test_quiz_table(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("Cal{if{ornia}}|CA:Sacramento:CA:poppy\nNew York|NY:Albany:NY:rose\nbroken line\n")
     data = datasets.quiz("state", tmp_path)
     assert [i.question for i in data.items] == [
-        "What is the capital of the US state of California?", "What is the capital of the US state of New York?"]
+        "What is the capital of the US state of California?",
+        "What is the capital of the US state of New York?",
+    ]
     assert data.items[1].answers == ("Albany",)
 
 
@@ -130,7 +144,7 @@ def test_arithmetic_is_seeded_and_exact() -> None:
     assert q.answers == (str(x + y),)
     forced = datasets.arithmetic_forced(4, 13, seed=0).items
     assert len(forced) == 8 and all(i.numeric and i.given for i in forced)
-    for right, wrong in zip(forced[::2], forced[1::2]):
+    for right, wrong in zip(forced[::2], forced[1::2], strict=True):
         assert right.question == wrong.question and "Answer: x is" in right.question
         assert right.given == right.answers[0] == wrong.answers[0] and len(right.answers[0]) in (13, 14)
         assert 1 <= abs(int(right.given) - int(str(wrong.given))) < 10
@@ -149,12 +163,15 @@ def _write(tmp_path: Path, rows: list[object]) -> Path:
 
 
 def test_jsonl_loads_and_drops_answers_in_question(tmp_path: Path) -> None:
-    path = _write(tmp_path, [
-        {"question": "Who wrote Hamlet?", "answers": ["Shakespeare", "William Shakespeare"]},
-        {"question": "Is Paris the capital of France?", "answers": ["Paris"]},
-        "",
-        {"question": "Capital of Peru?", "answers": "Lima"},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {"question": "Who wrote Hamlet?", "answers": ["Shakespeare", "William Shakespeare"]},
+            {"question": "Is Paris the capital of France?", "answers": ["Paris"]},
+            "",
+            {"question": "Capital of Peru?", "answers": "Lima"},
+        ],
+    )
     data = jsonl(path)
     assert data.name == "mine"
     assert [i.question for i in data.items] == ["Who wrote Hamlet?", "Capital of Peru?"]

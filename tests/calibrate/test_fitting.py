@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guardrail.calibration import Calibration, ModelFingerprint
 from guardrail.calibrate.datasets import Item
-from guardrail.errors import CalibrationError, InvalidInputError
+from guardrail.calibrate.fitting import choose_threshold, fit, fit_logistic, parse_goal, rank_candidates
 from guardrail.calibrate.metrics import auroc
 from guardrail.calibrate.runs import Record
 from guardrail.calibrate.scoring import Scored
-from guardrail.calibrate.fitting import choose_threshold, fit, fit_logistic, parse_goal, rank_candidates
+from guardrail.calibration import Calibration, ModelFingerprint
+from guardrail.errors import CalibrationError, InvalidInputError
 from guardrail.localize import Span
 from guardrail.scores import TokenScores
 
@@ -114,11 +114,13 @@ def test_calibration_file_checks(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match="cannot read"):
         Calibration.load(path)
     data = json.loads(text)
-    for change, message in [({"schema_version": 99}, "schema_version 99"),
-                            ({"threshold": "high"}, "invalid calibration"),
-                            ({"report": {**data["report"], "auroc": 1.5}}, "invalid calibration"),
-                            ({"features": []}, "invalid calibration"),
-                            ({"pickle": "x"}, "invalid calibration")]:
+    for change, message in [
+        ({"schema_version": 99}, "schema_version 99"),
+        ({"threshold": "high"}, "invalid calibration"),
+        ({"report": {**data["report"], "auroc": 1.5}}, "invalid calibration"),
+        ({"features": []}, "invalid calibration"),
+        ({"pickle": "x"}, "invalid calibration"),
+    ]:
         path.write_text(json.dumps({**data, **change}))
         with pytest.raises(CalibrationError, match=message):
             Calibration.load(path)

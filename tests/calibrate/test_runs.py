@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from guardrail.calibration import Calibration
 from guardrail.calibrate.datasets import Dataset, Item
-from guardrail.errors import InvalidInputError
 from guardrail.calibrate.metrics import auroc, bootstrap_auroc, threshold_metrics
 from guardrail.calibrate.runs import Record, generate
 from guardrail.calibrate.scoring import BASELINES, Scorer, default_direction, locate, standard_localizers
+from guardrail.calibration import Calibration
+from guardrail.errors import InvalidInputError
 from guardrail.scores import TokenScores
 
 
@@ -95,8 +95,14 @@ def test_record_json_round_trip() -> None:
 
 
 def test_generate_caches_and_resumes(tiny_guard: Any, tmp_path: Path) -> None:
-    dataset = Dataset("tiny", (Item("what is the capital of france ?", ("paris",)),
-                               Item("what is a city ?", ("rome",)), Item("what is a country ?", ("france",))))
+    dataset = Dataset(
+        "tiny",
+        (
+            Item("what is the capital of france ?", ("paris",)),
+            Item("what is a city ?", ("rome",)),
+            Item("what is a country ?", ("france",)),
+        ),
+    )
     first = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=4, cache=tmp_path, progress=False)
     assert first.generated == 3 and first.cache_file is not None and first.cache_file.is_file()
     again = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=4, cache=tmp_path, progress=False)
@@ -114,8 +120,14 @@ def test_generate_caches_and_resumes(tiny_guard: Any, tmp_path: Path) -> None:
 
 def test_given_answers_are_scored_teacher_forced_in_order(tiny_guard: Any, tmp_path: Path) -> None:
     question = "what is the capital of france ?"
-    dataset = Dataset("mixed", (Item(question, ("paris",), given="paris"), Item("what is a city ?", ("rome",)),
-                                Item(question, ("paris",), given="rome")))
+    dataset = Dataset(
+        "mixed",
+        (
+            Item(question, ("paris",), given="paris"),
+            Item("what is a city ?", ("rome",)),
+            Item(question, ("paris",), given="rome"),
+        ),
+    )
     run = generate(tiny_guard, dataset, max_new_tokens=4, cache=tmp_path, progress=False)
     assert run.generated == 1 and [r.item for r in run.records] == list(dataset.items)
     right, _, wrong = run.records
@@ -126,7 +138,9 @@ def test_given_answers_are_scored_teacher_forced_in_order(tiny_guard: Any, tmp_p
 
 
 def test_locate_and_score(tiny_guard: Any) -> None:
-    dataset = Dataset("tiny", (Item("what is the capital of france ?", ("paris",)), Item("what is a city ?", ("rome",))))
+    dataset = Dataset(
+        "tiny", (Item("what is the capital of france ?", ("paris",)), Item("what is a city ?", ("rome",)))
+    )
     run = generate(tiny_guard, dataset, max_new_tokens=4, cache=False, progress=False)
     scored = locate(run.records, standard_localizers(None, ("heuristic", "whole")), tiny_guard.tokenizer.decode)
     assert set(scored.spans) == {"heuristic", "whole"}

@@ -13,10 +13,30 @@ from guardrail.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_calibrate_then_evaluate_cross_task(bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_then_evaluate_cross_task(
+    bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cal.json"
-    assert main(["calibrate", "--data", "capitals", "--limit", "40", "--seed", "1", "--out", str(out),
-                 "--no-cache", "--quiet", "--goal", "false-flag-rate=0.2"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--data",
+                "capitals",
+                "--limit",
+                "40",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--no-cache",
+                "--quiet",
+                "--goal",
+                "false-flag-rate=0.2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "chosen:" in printed and f"wrote {out}" in printed
     calibration = Calibration.load(out)
@@ -26,14 +46,35 @@ def test_calibrate_then_evaluate_cross_task(bundled: object, tmp_path: Path, cap
     assert calibration.goal == "false-flag-rate=0.2"
 
     data = tmp_path / "mine.jsonl"
-    rows = [("Who wrote the play Romeo and Juliet?", ["Shakespeare"]), ("What is the capital of Japan?", ["Tokyo"]),
-            ("What is the capital of Mali?", ["Bamako"]), ("What is the capital of Kyrgyzstan?", ["Bishkek"]),
-            ("What is the chemical symbol for gold?", ["Au"]), ("What is the capital of Honduras?", ["Tegucigalpa"]),
-            ("What is the capital of Egypt?", ["Cairo"]), ("What is the capital of Paraguay?", ["Asunción"])]
+    rows = [
+        ("Who wrote the play Romeo and Juliet?", ["Shakespeare"]),
+        ("What is the capital of Japan?", ["Tokyo"]),
+        ("What is the capital of Mali?", ["Bamako"]),
+        ("What is the capital of Kyrgyzstan?", ["Bishkek"]),
+        ("What is the chemical symbol for gold?", ["Au"]),
+        ("What is the capital of Honduras?", ["Tegucigalpa"]),
+        ("What is the capital of Egypt?", ["Cairo"]),
+        ("What is the capital of Paraguay?", ["Asunción"]),
+    ]
     data.write_text("".join(json.dumps({"question": q, "answers": a}) + "\n" for q, a in rows))
     report = tmp_path / "report"
-    assert main(["evaluate", "--data", str(data), "--calibration", str(out), "--json", "--no-cache", "--quiet",
-                 "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--calibration",
+                str(out),
+                "--json",
+                "--no-cache",
+                "--quiet",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     summary, items = result["summary"], result["items"]
     assert summary["n"] == len(items) == 8 and 0 < summary["accuracy"] < 1
@@ -47,15 +88,32 @@ def test_calibrate_then_evaluate_cross_task(bundled: object, tmp_path: Path, cap
     assert "ROC" in page and all((report / f).stat().st_size > 1000 for f in ("roc.png", "histogram.png", "tokens.png"))
 
 
-def test_evaluate_text_with_shipped_default(bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_text_with_shipped_default(
+    bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["evaluate", "--data", "capitals", "--limit", "16", "--seed", "2", "--no-cache", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "baselines (AUROC, 95% bootstrap interval):" in printed and "nan" not in printed.lower()
 
 
 def test_evaluate_teacher_forced_arithmetic(bundled: object, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evaluate", "--data", "arithmetic-forced:1", "--limit", "24", "--seed", "3", "--json",
-                 "--no-cache", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                "arithmetic-forced:1",
+                "--limit",
+                "24",
+                "--seed",
+                "3",
+                "--json",
+                "--no-cache",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     summary, items = result["summary"], result["items"]
     assert summary["n"] == 24 and summary["generated"] == 0 and summary["questions_per_second"] is None
@@ -73,7 +131,9 @@ def test_evaluate_teacher_forced_arithmetic(bundled: object, capsys: pytest.Capt
         ([""], "has no rows"),
     ],
 )
-def test_bad_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[str], message: str) -> None:
+def test_bad_data_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[str], message: str
+) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(rows) + "\n")
     assert main(["calibrate", "--data", str(path), "--out", str(tmp_path / "c.json"), "--quiet"]) == 2
@@ -94,7 +154,9 @@ def test_all_correct_dataset_says_auroc_is_undefined(
 
     monkeypatch.setattr(runs, "grade", lambda answer, references: True)
     path = tmp_path / "easy.jsonl"
-    path.write_text("".join(json.dumps({"question": f"What is {i} plus one?", "answers": [str(i + 1)]}) + "\n" for i in range(3)))
+    path.write_text(
+        "".join(json.dumps({"question": f"What is {i} plus one?", "answers": [str(i + 1)]}) + "\n" for i in range(3))
+    )
     assert main(["evaluate", "--data", str(path), "--no-cache", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "AUROC is undefined: all 3 answers are correct" in err and "nan" not in err.lower()

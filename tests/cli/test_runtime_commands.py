@@ -40,7 +40,9 @@ def test_score_json_matches_an_independent_teacher_forced_computation(
     assert "".join(out["tokens"]) == answer
     np.testing.assert_allclose(out["spilled_energy"], expected, atol=1e-3)
     np.testing.assert_allclose(out["logprob"], expected_lp, atol=1e-3)
-    np.testing.assert_allclose(out["logit_energy"], [-logits[i - 1, t].item() for i, t in enumerate(answer_ids, start=p)], atol=1e-3)
+    np.testing.assert_allclose(
+        out["logit_energy"], [-logits[i - 1, t].item() for i, t in enumerate(answer_ids, start=p)], atol=1e-3
+    )
     span = out["span"]
     assert span["text"] == "Sydney" and out["score"] is not None and verdict["action"] in ("allow", "flag")
 

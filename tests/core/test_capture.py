@@ -22,7 +22,9 @@ def prompts(tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
 def run(model: Any, enc: dict[str, torch.Tensor], **kwargs: Any) -> list[Any]:
     kwargs.setdefault("max_new_tokens", 6)
     kwargs.setdefault("do_sample", False)
-    rows, _ = generate_with_scores(model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[EOS], pad_token_id=PAD, **kwargs)
+    rows, _ = generate_with_scores(
+        model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[EOS], pad_token_id=PAD, **kwargs
+    )
     return rows
 
 
@@ -44,12 +46,17 @@ def test_generate_equals_teacher_forced_including_the_extra_last_step(tiny_model
     assert_same(row, forced(tiny_model, enc, 0, row.token_ids))
 
 
-@pytest.mark.parametrize("sampling", [
-    dict(do_sample=True, temperature=0.3, top_k=3),
-    dict(do_sample=True, temperature=2.0, top_p=0.5, repetition_penalty=1.8),
-    dict(do_sample=False, repetition_penalty=3.0, no_repeat_ngram_size=1),
-])
-def test_logits_processors_do_not_change_the_energies_of_chosen_tokens(tiny_model: Any, tiny_tokenizer: Any, sampling: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        dict(do_sample=True, temperature=0.3, top_k=3),
+        dict(do_sample=True, temperature=2.0, top_p=0.5, repetition_penalty=1.8),
+        dict(do_sample=False, repetition_penalty=3.0, no_repeat_ngram_size=1),
+    ],
+)
+def test_logits_processors_do_not_change_the_energies_of_chosen_tokens(
+    tiny_model: Any, tiny_tokenizer: Any, sampling: dict[str, Any]
+) -> None:
     enc = prompts(tiny_tokenizer, ["what is the capital of france ?"])
     torch.manual_seed(3)
     (row,) = run(tiny_model, enc, max_new_tokens=7, min_new_tokens=7, **sampling)
@@ -85,14 +92,31 @@ def test_eos_and_padding_after_it_are_cut(tiny_tokenizer: Any) -> None:
 
 def test_capture_does_not_modify_the_logits_generate_sees(tiny_model: Any, tiny_tokenizer: Any) -> None:
     enc = prompts(tiny_tokenizer, ["what is the capital of france ?"])
-    plain = tiny_model.generate(**enc, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=PAD,
-                                return_dict_in_generate=True, output_logits=True)
-    rows, generated = generate_with_scores(tiny_model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[EOS],
-                                           pad_token_id=PAD, max_new_tokens=5, min_new_tokens=5, do_sample=False,
-                                           output_logits=True)
-    assert torch.equal(generated, plain.sequences[:, enc["input_ids"].shape[1]:])
+    plain = tiny_model.generate(
+        **enc,
+        max_new_tokens=5,
+        min_new_tokens=5,
+        do_sample=False,
+        pad_token_id=PAD,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    rows, generated = generate_with_scores(
+        tiny_model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        eos_token_ids=[EOS],
+        pad_token_id=PAD,
+        max_new_tokens=5,
+        min_new_tokens=5,
+        do_sample=False,
+        output_logits=True,
+    )
+    assert torch.equal(generated, plain.sequences[:, enc["input_ids"].shape[1] :])
     raw = torch.stack(plain.logits, 1)[0]  # (steps, vocab)
-    np.testing.assert_allclose(rows[0].chosen_logit, raw.gather(-1, generated[0].unsqueeze(-1)).squeeze(-1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        rows[0].chosen_logit, raw.gather(-1, generated[0].unsqueeze(-1)).squeeze(-1).numpy(), atol=1e-6
+    )
     np.testing.assert_allclose(rows[0].log_partition, torch.logsumexp(raw, -1).numpy(), atol=1e-5)
     assert not tiny_model._forward_hooks  # the hook is removed afterwards
 
@@ -109,11 +133,16 @@ def test_on_step_reports_each_token_one_step_late(tiny_model: Any, tiny_tokenize
         run(tiny_model, prompts(tiny_tokenizer, ["a", "b"]), on_step=steps.append)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(num_beams=2), "`num_beams`=2 is not supported"),
-    (dict(prompt_lookup_num_tokens=3), "prompt_lookup_num_tokens"),
-])
-def test_unsupported_decoding_is_refused(tiny_model: Any, tiny_tokenizer: Any, kwargs: dict[str, Any], match: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(num_beams=2), "`num_beams`=2 is not supported"),
+        (dict(prompt_lookup_num_tokens=3), "prompt_lookup_num_tokens"),
+    ],
+)
+def test_unsupported_decoding_is_refused(
+    tiny_model: Any, tiny_tokenizer: Any, kwargs: dict[str, Any], match: str
+) -> None:
     with pytest.raises(InvalidInputError, match=match):
         run(tiny_model, prompts(tiny_tokenizer, ["paris"]), **kwargs)
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from guardrail import (
     Action,
@@ -46,7 +45,7 @@ def test_batch_equals_single_questions(tiny_model: Any, tiny_tokenizer: Any) -> 
     g = guard(tiny_model, tiny_tokenizer)
     questions = [QUESTION, "paris ?", "is rome a city ?"]
     batch = g.ask_batch(questions, batch_size=2, min_new_tokens=5)
-    for q, v in zip(questions, batch):
+    for q, v in zip(questions, batch, strict=True):
         single = g.ask(q, min_new_tokens=5)
         assert single.answer == v.answer
         np.testing.assert_allclose(single.scores.spilled_energy, v.scores.spilled_energy, atol=1e-4)
@@ -57,7 +56,10 @@ def test_retry_keeps_the_lowest_scoring_attempt(tiny_model: Any, tiny_tokenizer:
     v = guard(tiny_model, tiny_tokenizer, threshold=-math.inf, policy=policy).ask(QUESTION, min_new_tokens=5)
     assert len(v.attempts) == 3
     assert [a.decoding for a in v.attempts] == [
-        "greedy", "sample(temperature=0.8, seed=3)", "sample(temperature=0.8, seed=4)"]
+        "greedy",
+        "sample(temperature=0.8, seed=3)",
+        "sample(temperature=0.8, seed=4)",
+    ]
     assert v.score == min(a.score for a in v.attempts) and v.action is Action.FLAG
     again = guard(tiny_model, tiny_tokenizer, threshold=-math.inf, policy=policy).ask(QUESTION, min_new_tokens=5)
     assert [a.answer for a in again.attempts] == [a.answer for a in v.attempts]  # seeded
@@ -120,8 +122,11 @@ def test_check_scores_a_given_answer_with_an_explicit_span(tiny_model: Any, tiny
 
 def test_messages_are_accepted_and_validated(tiny_model: Any, tiny_tokenizer: Any) -> None:
     g = guard(tiny_model, tiny_tokenizer, system_prompt="answer .")
-    messages = [{"role": "user", "content": "rome ?"}, {"role": "assistant", "content": "a city"},
-                {"role": "user", "content": QUESTION}]
+    messages = [
+        {"role": "user", "content": "rome ?"},
+        {"role": "assistant", "content": "a city"},
+        {"role": "user", "content": QUESTION},
+    ]
     prompt = g._prompt(messages)
     assert prompt.question == QUESTION and prompt.text.startswith("system: answer .")
     assert isinstance(g.ask(messages), Verdict)
@@ -131,13 +136,16 @@ def test_messages_are_accepted_and_validated(tiny_model: Any, tiny_tokenizer: An
         g.ask(messages, raw=True)
 
 
-@pytest.mark.parametrize(("question", "match"), [
-    ("", "`question` must contain a non-space character"),
-    ("   \n", "`question` must contain a non-space character"),
-    (42, "`question` must be a str"),
-    (None, "`question` must be a str"),
-    ([], "`question` must be a str or a non-empty list"),
-])
+@pytest.mark.parametrize(
+    ("question", "match"),
+    [
+        ("", "`question` must contain a non-space character"),
+        ("   \n", "`question` must contain a non-space character"),
+        (42, "`question` must be a str"),
+        (None, "`question` must be a str"),
+        ([], "`question` must be a str or a non-empty list"),
+    ],
+)
 def test_bad_questions_are_refused(tiny_model: Any, tiny_tokenizer: Any, question: Any, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         guard(tiny_model, tiny_tokenizer).ask(question)

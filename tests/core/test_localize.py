@@ -26,7 +26,11 @@ def words(text: str) -> list[tuple[int, int]]:
     [
         ("What is the capital of France?", "The capital of France is Paris.", "Paris"),
         ("What is the capital of France?", "Paris is the capital of France.", "Paris"),
-        ("What is the capital of Trinidad and Tobago?", "The capital of Trinidad and Tobago is Port of Spain.", "Port of Spain"),
+        (
+            "What is the capital of Trinidad and Tobago?",
+            "The capital of Trinidad and Tobago is Port of Spain.",
+            "Port of Spain",
+        ),
         ("What is the capital of Argentina?", "It is Buenos Aires, a large city.", "Buenos Aires"),
         ("Who wrote Hamlet?", "Hamlet was written by William Shakespeare.", "William Shakespeare"),
         ("What is 17 times 23?", "17 times 23 equals 391.", "391"),

@@ -7,10 +7,27 @@ from types import ModuleType
 import guardrail
 
 PUBLIC = [
-    "Action", "Attempt", "Calibration", "CalibrationError", "CaptureError", "ContextLengthError",
-    "ExplicitSpan", "Guard", "HallucinationDetected", "HeuristicLocalizer", "InvalidInputError",
-    "LLMExtractionLocalizer", "ModelError", "NonFiniteLogitsError", "Policy", "Span",
-    "SpillguardError", "TokenScores", "TokenStep", "Verdict", "WholeAnswer",
+    "Action",
+    "Attempt",
+    "Calibration",
+    "CalibrationError",
+    "CaptureError",
+    "ContextLengthError",
+    "ExplicitSpan",
+    "Guard",
+    "HallucinationDetected",
+    "HeuristicLocalizer",
+    "InvalidInputError",
+    "LLMExtractionLocalizer",
+    "ModelError",
+    "NonFiniteLogitsError",
+    "Policy",
+    "Span",
+    "SpillguardError",
+    "TokenScores",
+    "TokenStep",
+    "Verdict",
+    "WholeAnswer",
 ]
 
 

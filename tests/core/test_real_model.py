@@ -24,21 +24,30 @@ def chat(tokenizer: Any, question: str) -> str:
     return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
 
-@pytest.mark.parametrize("decoding", [
-    dict(do_sample=False, max_new_tokens=40),
-    dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3, max_new_tokens=12),
-    dict(do_sample=False, max_new_tokens=30, stop_strings=["."]),
-])
+@pytest.mark.parametrize(
+    "decoding",
+    [
+        dict(do_sample=False, max_new_tokens=40),
+        dict(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3, max_new_tokens=12),
+        dict(do_sample=False, max_new_tokens=30, stop_strings=["."]),
+    ],
+)
 def test_generate_pass_equals_teacher_forced_pass(bundled: tuple[Any, Any], decoding: dict[str, Any]) -> None:
     """ΔE from generate() == ΔE from a forward pass over the same text (fp32, 1e-3); docs/concepts.md."""
     model, tokenizer = bundled
-    enc = tokenizer([chat(tokenizer, q) for q in QUESTIONS], return_tensors="pt", padding=True,
-                    padding_side="left", add_special_tokens=False)
+    enc = tokenizer(
+        [chat(tokenizer, q) for q in QUESTIONS],
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+    )
     if "stop_strings" in decoding:
         decoding = {**decoding, "tokenizer": tokenizer}
     torch.manual_seed(0)
-    rows, _ = generate_with_scores(model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[2],
-                                   pad_token_id=2, **decoding)
+    rows, _ = generate_with_scores(
+        model, enc["input_ids"], enc["attention_mask"], eos_token_ids=[2], pad_token_id=2, **decoding
+    )
     if "stop_strings" in decoding:  # an answer that stopped early ends at its first period
         texts = [tokenizer.decode(r.token_ids) for r in rows]
         assert all(t.count(".") <= 1 for t in texts)
@@ -66,7 +75,12 @@ def test_llm_extraction_localizer_runs_on_the_real_model(real_guard: Guard) -> N
 
 
 def test_quickstart_example_runs() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "abstaining guard returns" in result.stdout and "raised on request" in result.stdout

@@ -90,8 +90,13 @@ FP = ModelFingerprint(name="m", vocab_size=10, tokenizer_sha256="a" * 64)
 
 
 def test_calibration_round_trip_and_scoring(tmp_path: Path) -> None:
-    cal = Calibration(model=FP, features=(Feature(metric="logprob", pooling="mean", weight=-2.0, center=1.0, scale=2.0),),
-                      bias=0.5, threshold=0.0, goal="f1")
+    cal = Calibration(
+        model=FP,
+        features=(Feature(metric="logprob", pooling="mean", weight=-2.0, center=1.0, scale=2.0),),
+        bias=0.5,
+        threshold=0.0,
+        goal="f1",
+    )
     path = tmp_path / "c.json"
     cal.save(path)
     loaded = Calibration.load(path)
@@ -117,10 +122,16 @@ def test_uncalibrated_default_is_the_papers_negated_min() -> None:
         ('{"schema_version": 99}', "schema_version 99"),
         ("[1, 2]", "schema_version None"),
         ('{"schema_version": 1, "features": [], "threshold": 1}', "invalid calibration"),
-        ('{"schema_version": 1, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
-         ' "threshold": 1, "localizer": "magic"}', "localizer"),
-        ('{"schema_version": 1, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
-         ' "threshold": 1, "extra": 1}', "extra"),
+        (
+            '{"schema_version": 1, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
+            ' "threshold": 1, "localizer": "magic"}',
+            "localizer",
+        ),
+        (
+            '{"schema_version": 1, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
+            ' "threshold": 1, "extra": 1}',
+            "extra",
+        ),
     ],
 )
 def test_bad_calibration_files_fail_clearly(tmp_path: Path, content: str, match: str) -> None:

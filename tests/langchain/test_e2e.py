@@ -14,13 +14,13 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.messages import AIMessage  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.runnables import RunnableLambda  # noqa: E402
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
 
-from guardrail import Policy  # noqa: E402
-from langchain_spillguard import (  # noqa: E402
+from guardrail import Policy
+from langchain_spillguard import (
     AsyncSpillguardCallbackHandler,
     ChatSpillguard,
     HallucinationFlagged,
@@ -137,7 +137,9 @@ def test_retry_changes_a_flagged_answer(chat: ChatSpillguard, alone: dict[str, A
 def test_abstain_on_a_wrong_answer_invoke_and_stream(chat: ChatSpillguard, alone: dict[str, Any]) -> None:
     guard = HallucinationGuard(chat, policy=Policy(on_hallucination="abstain", abstain_text="I am not sure."))
     result = guard.invoke(WRONG)
-    assert result.content == "I am not sure." and result.response_metadata["spillguard"]["answer"] == alone[WRONG].answer
+    assert (
+        result.content == "I am not sure." and result.response_metadata["spillguard"]["answer"] == alone[WRONG].answer
+    )
     assert [c.content for c in guard.stream(WRONG)] == ["I am not sure."]
     allowed = _merge(list(guard.stream(RIGHT)))
     assert allowed.content == alone[RIGHT].text and allowed.response_metadata["spillguard"]["action"] == "allow"

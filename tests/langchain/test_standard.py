@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("langchain_tests")
 
-from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
+from langchain_tests.unit_tests import ChatModelUnitTests
 
-from langchain_spillguard import ChatSpillguard  # noqa: E402
+from langchain_spillguard import ChatSpillguard
 
 
 class TestChatSpillguardStandard(ChatModelUnitTests):

@@ -11,14 +11,14 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.language_models.fake_chat_models import FakeListChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.runnables import RunnableConfig, RunnableLambda  # noqa: E402
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 
-from guardrail import Guard, InvalidInputError, Policy  # noqa: E402
-from langchain_spillguard import (  # noqa: E402
+from guardrail import Guard, InvalidInputError, Policy
+from langchain_spillguard import (
     DECODING_KEY,
     ChatSpillguard,
     HallucinationFlagged,
@@ -157,7 +157,7 @@ def test_callback_records_scored_runs_by_run_id(tiny_chat: ChatSpillguard, caplo
     handler = SpillguardCallbackHandler(threshold=-1e9)
     chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | tiny_chat
     message = chain.invoke({"q": QUESTION}, config={"callbacks": [handler]})
-    (run_id, record), = handler.records.items()
+    ((run_id, record),) = handler.records.items()
     assert isinstance(run_id, UUID) and record.run_id == run_id and record.parent_run_id is not None
     assert record.status == "flagged" and record.prompt == QUESTION and record.text == message.content
     assert handler.flagged == {run_id: record}

@@ -58,5 +58,5 @@ def test_rag_example_retrieves_with_minilm(example: ModuleType) -> None:
     query = embedding.get_query_embedding("Who built the lighthouse?")
     texts = embedding.get_text_embedding_batch(example.DOCUMENTS)
     assert len(query) == 384
-    similarities = [sum(q * t for q, t in zip(query, text)) for text in texts]
+    similarities = [sum(q * t for q, t in zip(query, text, strict=True)) for text in texts]
     assert max(range(len(texts)), key=similarities.__getitem__) == 0

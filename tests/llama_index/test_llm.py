@@ -129,7 +129,10 @@ def test_callbacks_emit_instrumentation_events(llm: SpilledEnergyLLM, event_hand
 
 def test_guard_policy_applies_outside_an_engine(tiny_model: Any, tiny_tokenizer: Any) -> None:
     guard = Guard(
-        tiny_model, tiny_tokenizer, max_new_tokens=4, calibration=Calibration.uncalibrated(threshold=-1e9),
+        tiny_model,
+        tiny_tokenizer,
+        max_new_tokens=4,
+        calibration=Calibration.uncalibrated(threshold=-1e9),
         policy=Policy(on_hallucination="abstain", abstain_text="no idea"),
     )
     llm = SpilledEnergyLLM(guard)
@@ -209,7 +212,10 @@ def test_from_pretrained_loads_a_local_model(tiny_model: Any, tiny_tokenizer: An
     llm = SpilledEnergyLLM.from_pretrained(tmp_path, max_new_tokens=3)
     assert llm.metadata.num_output == 3
     response = llm.complete(QUESTION)
-    assert response.raw.answer == SpilledEnergyLLM(Guard(tiny_model, tiny_tokenizer, max_new_tokens=3)).complete(QUESTION).raw.answer
+    assert (
+        response.raw.answer
+        == SpilledEnergyLLM(Guard(tiny_model, tiny_tokenizer, max_new_tokens=3)).complete(QUESTION).raw.answer
+    )
 
 
 def test_missing_llama_index_gives_an_actionable_import_error() -> None:

@@ -143,7 +143,9 @@ def test_retry_changes_the_answer_and_keeps_the_best(inner: BaseQueryEngine, fla
     response = engine.query(Q_LIGHTHOUSE)
     attempts = _evidence(response)["attempts"]
     assert [a["decoding"] for a in attempts] == [
-        "greedy", "sample(temperature=0.8, seed=2)", "sample(temperature=0.8, seed=3)"
+        "greedy",
+        "sample(temperature=0.8, seed=2)",
+        "sample(temperature=0.8, seed=3)",
     ]
     assert attempts[0]["answer"] == flagged[Q_LIGHTHOUSE].response
     assert len({a["answer"] for a in attempts}) > 1
@@ -171,7 +173,9 @@ def test_feedback_retry_keeps_retrieval_on_the_original_query(inner: BaseQueryEn
 # -- abstain -------------------------------------------------------------------------------
 
 
-def test_abstain_replaces_the_answer_and_keeps_source_nodes(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
+def test_abstain_replaces_the_answer_and_keeps_source_nodes(
+    inner: BaseQueryEngine, flagged: dict[str, Response]
+) -> None:
     response = GuardedQueryEngine(inner, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
     assert response.response == RAG_ABSTAIN_TEXT
     evidence = _evidence(response)
@@ -200,7 +204,7 @@ def test_concurrent_async_queries_do_not_mix_verdicts(inner: BaseQueryEngine, fl
     async def run() -> list[Any]:
         return await asyncio.gather(engine.aquery(Q_LIGHTHOUSE), engine.aquery(Q_FERRY))
 
-    for question, response in zip((Q_LIGHTHOUSE, Q_FERRY), asyncio.run(run())):
+    for question, response in zip((Q_LIGHTHOUSE, Q_FERRY), asyncio.run(run()), strict=True):
         assert response.response == flagged[question].response
         assert _evidence(response)["score"] == pytest.approx(_evidence(flagged[question])["score"])
         _assert_own_evidence(response)
@@ -210,12 +214,14 @@ def test_concurrent_threaded_queries_do_not_mix_verdicts(inner: BaseQueryEngine,
     engine = GuardedQueryEngine(inner, "flag")
     with ThreadPoolExecutor(max_workers=2) as pool:
         responses = list(pool.map(engine.query, [Q_FERRY, Q_LIGHTHOUSE]))
-    for question, response in zip((Q_FERRY, Q_LIGHTHOUSE), responses):
+    for question, response in zip((Q_FERRY, Q_LIGHTHOUSE), responses, strict=True):
         assert response.response == flagged[question].response
         _assert_own_evidence(response)
 
 
-def test_streaming_inner_engine_is_gated(index: VectorStoreIndex, llm: SpilledEnergyLLM, flagged: dict[str, Response]) -> None:
+def test_streaming_inner_engine_is_gated(
+    index: VectorStoreIndex, llm: SpilledEnergyLLM, flagged: dict[str, Response]
+) -> None:
     streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
     response = GuardedQueryEngine(streaming, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
     assert response.response == RAG_ABSTAIN_TEXT
@@ -287,7 +293,9 @@ def test_prompts_of_the_wrapped_engine_are_exposed(inner: BaseQueryEngine) -> No
 # -- instrumentation and evaluator ---------------------------------------------------------
 
 
-def test_handler_shows_which_call_of_a_query_was_flagged(inner: BaseQueryEngine, event_handler: SpilledEnergyEventHandler) -> None:
+def test_handler_shows_which_call_of_a_query_was_flagged(
+    inner: BaseQueryEngine, event_handler: SpilledEnergyEventHandler
+) -> None:
     engine = GuardedQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=2), threshold=FLAG_ALL)
     response = engine.query(Q_FERRY)
     (query,) = event_handler.queries
@@ -305,7 +313,9 @@ def test_evaluator_reads_the_metadata(flagged: dict[str, Response]) -> None:
     assert result.passing is (not evidence["hallucinated"])
     assert result.score == pytest.approx(evidence["score"])
     assert "threshold" in (result.feedback or "")
-    strict = asyncio.run(SpilledEnergyEvaluator(threshold=FLAG_ALL).aevaluate_response(query=Q_LIGHTHOUSE, response=response))
+    strict = asyncio.run(
+        SpilledEnergyEvaluator(threshold=FLAG_ALL).aevaluate_response(query=Q_LIGHTHOUSE, response=response)
+    )
     assert strict.passing is False
 
 
