@@ -16,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import Self
 
 from guardrail.energy import Metric, Pooling
-from guardrail.errors import CalibrationError
+from guardrail.errors import CalibrationError, CaptureError
 from guardrail.localize import LOCALIZERS, Span
 from guardrail.scores import TokenScores
 
@@ -35,18 +37,52 @@ SCHEMA_VERSION = 1
 UNCALIBRATED_THRESHOLD = 1.0
 
 
+MAX_FEATURES = 64
+MAX_FILE_BYTES = 1 << 20
+_BOUND = 1e9  # |weight|, |center|, |bias|, |threshold| and scale stay within [-1e9, 1e9]
+
+Bounded = Annotated[float, Field(ge=-_BOUND, le=_BOUND, allow_inf_nan=False)]
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Frozen, strict, finite: every way of building one (code, dict, JSON) validates the same,
+    and every failure is a :class:`~guardrail.CalibrationError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise CalibrationError(f"invalid {type(self).__name__}:\n{exc}") from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise CalibrationError(f"invalid {cls.__name__}:\n{exc}") from None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied, validated like a new one (pydantic's own skips it)."""
+        return type(self).model_validate({**self.model_dump(), **dict(update or {})})
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:  # type: ignore[override]
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            raise CalibrationError(f"invalid {cls.__name__}:\n{exc}") from None
 
 
 class Feature(_Frozen):
-    """One pooled metric of the span, standardized and weighted."""
+    """One pooled metric of the span, standardized and weighted (all numbers finite, bounded)."""
 
     metric: Metric
     pooling: Pooling
-    weight: float
-    center: float = 0.0
-    scale: float = Field(default=1.0, gt=0)
+    weight: Bounded
+    center: Bounded = 0.0
+    scale: float = Field(default=1.0, ge=1e-9, le=_BOUND, allow_inf_nan=False)
 
     def describe(self) -> str:
         """E.g. ``-1·spilled_energy[min]``."""
@@ -95,9 +131,9 @@ class Calibration(_Frozen):
     schema_version: Literal[1] = 1
     model: ModelFingerprint | None = None
     localizer: str = "heuristic"
-    features: tuple[Feature, ...] = Field(min_length=1)
-    bias: float = 0.0
-    threshold: float
+    features: tuple[Feature, ...] = Field(min_length=1, max_length=MAX_FEATURES)
+    bias: Bounded = 0.0
+    threshold: Bounded
     goal: str = "uncalibrated"
     report: Report | None = None
 
@@ -115,10 +151,12 @@ class Calibration(_Frozen):
         return cls(features=(feature,), threshold=threshold)
 
     def score(self, scores: TokenScores, span: Span) -> float:
-        """The span's score, higher = more likely hallucinated."""
+        """The span's score, higher = more likely hallucinated; never NaN or infinite."""
         total = self.bias
         for f in self.features:
             total += f.weight * (scores.pooled(f.metric, f.pooling, span.indices) - f.center) / f.scale
+        if not math.isfinite(total):
+            raise CaptureError(f"the calibrated score is {total!r}: the answer's raw statistics are out of range")
         return total
 
     def describe(self) -> str:
@@ -143,11 +181,11 @@ class Calibration(_Frozen):
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        """Read and validate a calibration file; every failure is a :class:`CalibrationError`."""
-        try:
-            data: Any = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CalibrationError(f"cannot read calibration file {str(path)!r}: {exc}") from exc
+        """Read and validate a calibration file; every failure is a :class:`CalibrationError`.
+
+        Only a regular file of at most 1 MiB is read (never a FIFO or a device).
+        """
+        data = _read_json(Path(path))
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             version = data.get("schema_version") if isinstance(data, dict) else None
             raise CalibrationError(
@@ -155,12 +193,25 @@ class Calibration(_Frozen):
                 f"this spillguard reads version {SCHEMA_VERSION}"
             )
         try:
-            calibration = cls.model_validate(data)
-        except ValidationError as exc:
-            raise CalibrationError(f"invalid calibration file {str(path)!r}:\n{exc}") from exc
-        if not math.isfinite(calibration.threshold):
-            raise CalibrationError(f"calibration file {str(path)!r} has a non-finite threshold")
-        return calibration
+            return cls.model_validate(data)
+        except CalibrationError as exc:
+            raise CalibrationError(f"invalid calibration file {str(path)!r}: {exc}") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        if not path.is_file():
+            raise CalibrationError(f"cannot read calibration file {str(path)!r}: not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CalibrationError(f"cannot read calibration file {str(path)!r}: {exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise CalibrationError(f"cannot read calibration file {str(path)!r}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CalibrationError(f"cannot read calibration file {str(path)!r}: {exc!r}") from None
 
 
 def fingerprint(name: str, tokenizer: Any, vocab_size: int) -> ModelFingerprint:

@@ -14,25 +14,38 @@ Both agree to float precision on the same text (tested): in ``generate`` the log
 
 from __future__ import annotations
 
+import copy
 import inspect
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache, GenerationConfig, StoppingCriteriaList
 
 from guardrail.energy import step_statistics, teacher_forced_statistics
-from guardrail.errors import CaptureError, InvalidInputError, ModelError
+from guardrail.errors import CaptureError, InvalidInputError, ModelError, NonFiniteLogitsError
 from guardrail.locks import model_lock
 from guardrail.scores import TokenScores, TokenStep
+from guardrail.streaming import Cancelled
 
 __all__ = ["answer_lengths", "generate_with_scores", "model_device", "score_teacher_forced"]
 
+# Decoding modes in which no single raw-logit row belongs to each emitted token, or that load code.
 _UNSUPPORTED = {
     "num_beams": "beam search keeps several hypotheses per step",
+    "num_beam_groups": "group beam search keeps several hypotheses per step",
+    "num_return_sequences": "several sequences per prompt are not one answer per row",
+    "penalty_alpha": "contrastive search re-ranks candidates with hidden states",
+    "dola_layers": "DoLa decoding contrasts logits of several layers",
     "assistant_model": "assisted decoding verifies several tokens per forward pass",
+    "assistant_early_exit": "self-speculative decoding verifies several tokens per forward pass",
     "prompt_lookup_num_tokens": "prompt-lookup decoding verifies several tokens per pass",
+    "custom_generate": "a custom generation loop (hub or local code) is not captured",
+    "trust_remote_code": "remote code is never run",
 }
+_NEUTRAL = {"num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1}
 
 
 @dataclass
@@ -79,6 +92,14 @@ class _RawLogitRecorder:
             )
         )
 
+    def raise_if_non_finite(self) -> None:
+        """Raise :class:`NonFiniteLogitsError` if a step's raw logits held NaN or inf."""
+        if self.log_partition and not bool(torch.isfinite(torch.stack(self.log_partition)).all()):
+            raise NonFiniteLogitsError(
+                "raw logits are NaN or inf during generation; no score can be computed "
+                "(check the model's dtype and weights)"
+            )
+
     def stacked(self, last_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-step statistics as ``(batch, steps)`` float32 tensors."""
         if self.previous is None:
@@ -122,6 +143,7 @@ def generate_with_scores(
     eos_token_ids: Sequence[int],
     pad_token_id: int | None,
     on_step: Callable[[TokenStep], None] | None = None,
+    stop: threading.Event | None = None,
     **generate_kwargs: Any,
 ) -> tuple[list[TokenScores], torch.Tensor]:
     """Generate and score every answer token from raw logits.
@@ -135,22 +157,22 @@ def generate_with_scores(
         pad_token_id: id ``generate`` pads finished rows with.
         on_step: called with each answer token's :class:`TokenStep` as soon as the following
             step has run (batch size 1 only); the last token arrives only in the result.
+        stop: once set (from any thread), generation stops at the next token.
         **generate_kwargs: passed to ``model.generate`` (sampling, ``max_new_tokens``,
-            ``stop_strings`` with ``tokenizer``, processors...). Beam search and assisted
-            decoding are refused.
+            ``stop_strings`` with ``tokenizer``, processors...). Every decoding mode that does
+            not emit one token per raw-logit row (beam, contrastive, DoLa, assisted, custom
+            loops), set here or in the model's generation config, is refused.
 
     Returns:
         ``(scores, generated)``: one :class:`TokenScores` per row (padding and EOS never enter
         it) and the ``(batch, steps)`` generated ids.
     """
-    for name, why in _UNSUPPORTED.items():
-        if generate_kwargs.get(name) not in (None, 1):
-            raise InvalidInputError(
-                f"`{name}`={generate_kwargs[name]!r} is not supported: {why}, so no single "
-                "raw-logit row belongs to each emitted token"
-            )
+    config = _generation_config(model, generate_kwargs)
     if on_step is not None and input_ids.shape[0] != 1:
         raise InvalidInputError(f"`on_step` needs a batch of 1, got {input_ids.shape[0]} rows")
+    if stop is not None:
+        criteria = StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), Cancelled(stop)])
+        generate_kwargs["stopping_criteria"] = criteria
     recorder = _RawLogitRecorder(listener=on_step)
     with model_lock(model):
         handle = model.register_forward_hook(recorder, with_kwargs=True)
@@ -159,10 +181,14 @@ def generate_with_scores(
                 out = model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
+                    generation_config=config,
                     return_dict_in_generate=True,
                     pad_token_id=pad_token_id,
                     **generate_kwargs,
                 )
+        except RuntimeError as exc:  # sampling from NaN/inf logits fails inside torch
+            recorder.raise_if_non_finite()
+            raise CaptureError(f"generation failed: {exc}") from exc
         finally:
             handle.remove()
         generated = out.sequences[:, input_ids.shape[1] :]  # (batch, steps)
@@ -178,6 +204,30 @@ def generate_with_scores(
             model, out, attention_mask, stats["log_partition"], needs_last=needs_last
         )
     return _split_rows(generated, stats, lengths), generated
+
+
+def _generation_config(model: Any, kwargs: dict[str, Any]) -> Any:
+    """A copy of the model's generation config with every unsupported mode checked off.
+
+    A mode asked for in ``kwargs`` or set in the model's own config is refused; the copy sets
+    the neutral values explicitly. The model's config object is never modified.
+    """
+    config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
+    for name, why in _UNSUPPORTED.items():
+        sources = (("", kwargs.get(name)), (" (set in the model's generation config)", getattr(config, name, None)))
+        for where, value in sources:
+            if not _is_off(name, value):
+                raise InvalidInputError(
+                    f"`{name}`={value!r} is not supported: {why}, so no single raw-logit row belongs to each "
+                    f"emitted token{where}"
+                )
+        if name in _NEUTRAL and hasattr(config, name):
+            setattr(config, name, _NEUTRAL[name])
+    return config
+
+
+def _is_off(name: str, value: object) -> bool:
+    return value is None or value is False or value == _NEUTRAL.get(name) or (name == "penalty_alpha" and value == 0)
 
 
 def _next_log_partition(
@@ -204,7 +254,7 @@ def _next_log_partition(
     cache, cache_arg = _generation_cache(model, out)
     with torch.inference_mode():
         if cache is None:
-            logits = model(input_ids=out.sequences, attention_mask=mask).logits
+            logits = model(input_ids=out.sequences, attention_mask=mask, **_last_logits_only(model, 1)).logits
         else:
             length = mask.shape[1]
             logits = model(
@@ -221,13 +271,21 @@ def _next_log_partition(
 def _generation_cache(model: Any, out: Any) -> tuple[Any, str]:
     """The KV cache ``generate`` returned and the forward argument that takes it.
 
-    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns).
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns). Only a
+    dynamic cache is extended by one step: a static or sliding-window cache has no room past
+    ``max_new_tokens``, so the last step is recomputed without it (``None``).
     """
     parameters = inspect.signature(model.forward).parameters
     name = "cache" if "cache" in parameters else "past_key_values"
     fields = out.keys() if hasattr(out, "keys") else ()
     value = next((out[k] for k in ("cache", "past_key_values") if k in fields), None)
-    return value, name
+    return (value if type(value) is DynamicCache else None), name
+
+
+def _last_logits_only(model: Any, count: int) -> dict[str, int]:
+    """``logits_to_keep=count`` where the model's forward takes it (no vocabulary-sized rows for
+    positions no score needs)."""
+    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def _split_rows(generated: torch.Tensor, stats: dict[str, torch.Tensor], lengths: torch.Tensor) -> list[TokenScores]:
@@ -258,7 +316,7 @@ def score_teacher_forced(model: Any, prompt_ids: torch.Tensor, answer_ids: torch
         raise InvalidInputError(f"`answer_ids` must be a non-empty 1-d tensor, got {tuple(answer_ids.shape)}")
     ids = torch.cat([prompt_ids, answer_ids]).to(model_device(model))
     with model_lock(model), torch.inference_mode():
-        output = model(input_ids=ids.unsqueeze(0))
+        output = model(input_ids=ids.unsqueeze(0), **_last_logits_only(model, answer_ids.shape[0] + 1))
     logits = getattr(output, "logits", None)
     if not isinstance(logits, torch.Tensor):
         raise ModelError(f"{type(model).__name__} returned no `logits`; need a causal LM")

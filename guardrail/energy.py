@@ -81,7 +81,9 @@ def teacher_forced_statistics(logits: torch.Tensor, token_ids: torch.Tensor, sta
     step whose logits are ``logits[i - 1]``, and its "next step" is ``logits[i]``.
 
     Args:
-        logits: raw logits of shape ``(seq, vocab)`` for the whole sequence.
+        logits: raw logits of shape ``(k, vocab)``: the last ``k`` positions of the sequence,
+            ``seq - start + 1 <= k <= seq`` (a forward pass with ``logits_to_keep=k`` computes
+            only those; the whole sequence works too).
         token_ids: shape ``(seq,)``, the sequence the logits were computed on.
         start: index of the first scored token; ``1 <= start < seq``.
 
@@ -89,9 +91,15 @@ def teacher_forced_statistics(logits: torch.Tensor, token_ids: torch.Tensor, sta
         float32 tensors of shape ``(seq - start,)``: ``chosen_logit``, ``log_partition``,
         ``next_log_partition`` and ``entropy``.
     """
-    if not 1 <= start < token_ids.shape[0]:
-        raise InvalidInputError(f"`start` must be in [1, {token_ids.shape[0]}), got {start}")
-    emitting = logits[start - 1 : -1]  # (n, vocab): step that produced each scored token
+    seq = token_ids.shape[0]
+    if not 1 <= start < seq:
+        raise InvalidInputError(f"`start` must be in [1, {seq}), got {start}")
+    offset = seq - logits.shape[0]  # positions before the first row of `logits`
+    if not 0 <= offset <= start - 1:
+        raise InvalidInputError(
+            f"`logits` must cover the last {seq - start + 1} positions of {seq}, got {logits.shape[0]}"
+        )
+    emitting = logits[start - 1 - offset : -1]  # (n, vocab): step that produced each scored token
     chosen = emitting.gather(-1, token_ids[start:].unsqueeze(-1)).squeeze(-1).float()
     lse, entropy = step_statistics(emitting)
     next_lse, _ = step_statistics(logits[-1:])

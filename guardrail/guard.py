@@ -3,55 +3,57 @@
 >>> guard = Guard.default()                      # bundled SmolLM2-135M-Instruct
 >>> verdict = guard.ask("What is the capital of Australia?")
 >>> verdict.action, verdict.answer, verdict.score
+
+Every entry point has an async twin (:meth:`Guard.aask`, :meth:`Guard.astream`,
+:meth:`Guard.acheck`) that runs the model in a worker thread while holding the model's asyncio
+lock, so waiting tasks wait in their event loop; cancelling one stops generation at the next
+token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import copy
-import math
+import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from guardrail.attempts import AttemptLoop, Decision, Judged
 from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
 from guardrail.capture import generate_with_scores, model_device, score_teacher_forced
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
-from guardrail.locks import model_lock
-from guardrail.policy import Action, Policy
+from guardrail.locks import async_model_lock, model_lock
+from guardrail.policy import Policy, RetryStep
+from guardrail.prompts import GENERATION_OPTIONS, Message, Prompt, PromptBuilder, check_generation
 from guardrail.scores import TokenScores, TokenStep
-from guardrail.streaming import stream_generation
+from guardrail.streaming import LiveGeneration
+from guardrail.validation import check_int, check_text
 from guardrail.verdict import Attempt, Verdict
 
-__all__ = ["Guard"]
+__all__ = ["GENERATION_OPTIONS", "Guard"]
 
 _SHIPPED_CALIBRATION = Path(__file__).parent / "data" / "default_calibration.json"
+_FLAG = Policy()
 
-
-Message = Mapping[str, str]
 PromptLike = str | Sequence[Message]
-
-
-@dataclass(frozen=True)
-class _Prompt:
-    """What the user asked, the chat messages (if templated) and the exact text fed to the model."""
-
-    question: str
-    text: str
-    messages: tuple[Message, ...] = ()
+R = TypeVar("R")
 
 
 class Guard:
     """Generates answers with a local causal LM and judges them by spilled energy.
 
     Args:
-        model: a loaded Hugging Face causal LM (``AutoModelForCausalLM``), any device/dtype.
+        model: a loaded Hugging Face causal LM (``AutoModelForCausalLM``), any device/dtype, in
+            eval mode. The guard never modifies it (nor the tokenizer).
         tokenizer: its tokenizer.
         calibration: how to score and where the threshold lies; default
             :meth:`Calibration.uncalibrated` (the paper's ΔE-min, negated).
@@ -76,20 +78,28 @@ class Guard:
         name: str | None = None,
     ) -> None:
         vocab_size = _check_model(model, tokenizer)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise InvalidInputError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens!r}")
         self.model = model
         self.tokenizer = tokenizer
-        self.max_new_tokens = max_new_tokens
-        self.system_prompt = system_prompt
+        self.max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
+        self.system_prompt = None if system_prompt is None else check_text("system_prompt", system_prompt)
+        if name is not None:
+            check_text("name", name)
+        if calibration is not None and not isinstance(calibration, Calibration):
+            raise InvalidInputError(
+                f"`calibration` must be a guardrail.Calibration (load a file with Calibration.load), "
+                f"got {type(calibration).__name__}: {calibration!r}"
+            )
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidInputError(f"`policy` must be a guardrail.Policy, got {type(policy).__name__}: {policy!r}")
         model_name = name or Path(str(getattr(model, "name_or_path", "") or "model")).name
         self.fingerprint: ModelFingerprint = fingerprint(model_name, tokenizer, vocab_size)
         self.calibration = calibration or Calibration.uncalibrated()
         self.calibration.check_model(self.fingerprint)
-        self.localizer = self.make_localizer(localizer or self.calibration.localizer)
+        self.localizer = self.make_localizer(localizer if localizer is not None else self.calibration.localizer)
         self.policy = policy or Policy()
         self._eos = _eos_ids(model, tokenizer)
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos[0]
+        self._prompts = PromptBuilder(tokenizer, self.system_prompt)
 
     @classmethod
     def default(cls, **kwargs: Any) -> Guard:
@@ -120,10 +130,25 @@ class Guard:
         twin.policy = policy
         return twin
 
+    def render(self, question: PromptLike, *, raw: bool = False, step: RetryStep | None = None) -> str:
+        """The exact text the model is fed for ``question`` at attempt ``step`` (default: the first)."""
+        return self._prompts.text(self._prompt(question, raw=raw), step or RetryStep())
+
+    def make_localizer(self, localizer: str | Localizer) -> Localizer:
+        """A localizer by name (``"heuristic"``, ``"llm"``, ``"whole"``) or the object itself;
+        ``"llm"`` extracts the answer with this guard's model."""
+        return make_localizer(localizer, self._complete)
+
     # -- public entry points -------------------------------------------------------------
 
     def ask(
-        self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any
+        self,
+        question: PromptLike,
+        *,
+        raw: bool = False,
+        localize_in: str | None = None,
+        step: RetryStep | None = None,
+        **generation: Any,
     ) -> Verdict:
         """Answer ``question`` and judge the answer (retrying if the policy says so).
 
@@ -134,13 +159,15 @@ class Guard:
             localize_in: the text the localizer treats as the question (words copied from it
                 are not the answer); default: ``question`` or its last user message. In RAG,
                 pass the user's query rather than the prompt holding the retrieved context.
-            **generation: decoding of the first attempt (``max_new_tokens``, ``do_sample``,
-                ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
-                ``stop_strings``, and ``seed`` for reproducible sampling); energies always
-                come from the raw logits.
+            step: make exactly this attempt of a caller's own attempt loop (its decoding and
+                feedback turn, see :mod:`guardrail.attempts`) instead of running the policy;
+                the verdict then only allows or flags.
+            **generation: decoding of the first attempt, one of :data:`GENERATION_OPTIONS`
+                (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``,
+                ``repetition_penalty``, ``stop_strings``, ``seed``, ...); energies always come
+                from the raw logits.
         """
-        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
-        return self._ask_prompts([prompt], batch_size=1, generation=generation)[0]
+        return self._ask([self._prompt(question, raw=raw, localize_in=localize_in)], 1, generation, step)[0]
 
     def ask_batch(
         self, questions: Sequence[PromptLike], *, batch_size: int = 8, raw: bool = False, **generation: Any
@@ -148,55 +175,34 @@ class Guard:
         """Answer and judge several questions, ``batch_size`` at a time (left padding)."""
         if isinstance(questions, str) or not isinstance(questions, Sequence) or not questions:
             raise InvalidInputError(f"`questions` must be a non-empty list of questions, got {questions!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, minimum=1)
         prompts = [self._prompt(q, raw=raw) for q in questions]
-        return self._ask_prompts(prompts, batch_size=batch_size, generation=generation)
-
-    def _ask_prompts(self, prompts: list[_Prompt], *, batch_size: int, generation: Mapping[str, Any]) -> list[Verdict]:
-        history: list[list[Attempt]] = [[] for _ in prompts]
-        for attempt in range(1, self.policy.attempts + 1):
-            todo = [i for i, h in enumerate(history) if not h or self._retry_wanted(h)]
-            if not todo:
-                break
-            change = self.policy.retry_decoding(attempt)
-            for chunk in _chunks(todo, batch_size):
-                found = self._attempt([prompts[i] for i in chunk], [history[i] for i in chunk], change, generation)
-                for i, result in zip(chunk, found, strict=True):
-                    history[i].append(result)
-        return [self._verdict(p.question, h) for p, h in zip(prompts, history, strict=True)]
+        return self._ask(prompts, batch_size, generation, None)
 
     def stream(
-        self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None, **generation: Any
-    ) -> Iterator[str | TokenStep | Verdict]:
+        self,
+        question: PromptLike,
+        *,
+        raw: bool = False,
+        localize_in: str | None = None,
+        step: RetryStep | None = None,
+        **generation: Any,
+    ) -> Generator[str | TokenStep | Verdict, None, None]:
         """Answer ``question`` while streaming; judge the answer at the end.
 
         Yields, in order of availability: ``str`` text deltas as tokens are produced,
         :class:`TokenStep` energies (each one token late, since spilled energy needs the next
-        step), and finally the :class:`Verdict`. Streaming makes one attempt: under a retry
-        policy the verdict applies ``after_retries``. Closing the generator early stops
-        generation at the next token. Arguments as for :meth:`ask`.
+        step), and finally the :class:`Verdict`. Streaming makes one attempt (``step``, or the
+        first): under a retry policy the verdict applies ``after_retries``. Closing the
+        generator early stops generation at the next token. Arguments as for :meth:`ask`.
         """
-        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
-        kwargs = self._generation_kwargs({}, generation)
-        enc = self._batch([prompt.text], int(kwargs["max_new_tokens"]))
-
-        def generate(**streaming: Any) -> TokenScores:
-            with _seeded(generation.get("seed"), model_device(self.model)):
-                rows, _ = generate_with_scores(
-                    self.model,
-                    enc["input_ids"],
-                    enc["attention_mask"],
-                    eos_token_ids=self._eos,
-                    pad_token_id=self._pad,
-                    **streaming,
-                    **kwargs,
-                )
-            return rows[0]
-
-        scores = yield from stream_generation(generate, self.tokenizer, self._eos)
-        attempt = self._judge(prompt.question, scores, _describe({}, kwargs), self.localizer, enc["input_ids"].shape[1])
-        yield self._verdict(prompt.question, [attempt])
+        live, finish = self._start_stream(question, raw=raw, localize_in=localize_in, step=step, generation=generation)
+        try:
+            yield from live
+        finally:
+            live.close()
+        assert live.scores is not None
+        yield finish(live.scores)
 
     def check(
         self,
@@ -218,168 +224,243 @@ class Guard:
             localize_in: as for :meth:`ask`.
         """
         prompt = self._prompt(question, raw=raw, localize_in=localize_in)
-        _check_text("answer", answer)
-        # Tokenized apart, as generate() would have produced the answer after the prompt.
-        prompt_ids, answer_ids = self._encode(prompt.text), self._encode(answer)
-        self._check_length(len(prompt_ids), len(answer_ids))
-        scores = score_teacher_forced(self.model, prompt_ids, answer_ids)
-        localizer: Localizer = self.localizer
-        if span is not None:
-            localizer = (
-                ExplicitSpan(substring=span) if isinstance(span, str) else ExplicitSpan(chars=(span[0], span[1]))
-            )
-        attempt = self._judge(prompt.question, scores, "given", localizer, len(prompt_ids))
-        return self._verdict(prompt.question, [attempt])
+        check_text("answer", answer)
+        localizer = self.localizer if span is None else _explicit(span)
+        prompt_ids = self._prompts.ids(prompt, RetryStep())
+        answer_ids = self._prompts.answer_ids(answer)
+        self._check_length(len(prompt_ids), len(answer_ids), "answer")
+        scores = score_teacher_forced(
+            self.model, torch.tensor(prompt_ids, dtype=torch.long), torch.tensor(answer_ids, dtype=torch.long)
+        )
+        attempt = self._judge(prompt, scores, "given", localizer, len(prompt_ids))
+        return self._verdict(prompt.question, self._single(attempt, RetryStep(), _FLAG))
+
+    # -- async twins ---------------------------------------------------------------------
+
+    async def aask(self, question: PromptLike, **kwargs: Any) -> Verdict:
+        """:meth:`ask` in a worker thread; cancelling the task stops generation at the next token."""
+        return await self._in_thread(self.ask, question, **kwargs)
+
+    async def acheck(self, question: PromptLike, answer: str, **kwargs: Any) -> Verdict:
+        """:meth:`check` in a worker thread."""
+        return await self._in_thread(self.check, question, answer, **kwargs)
+
+    async def astream(self, question: PromptLike, **kwargs: Any) -> AsyncIterator[str | TokenStep | Verdict]:
+        """:meth:`stream` for async code: each event is awaited from a worker thread.
+
+        The model's asyncio lock is held for the whole stream. Cancelling the consumer (or
+        closing the iterator) stops generation at the next token and waits for the worker
+        before the lock is released: nothing keeps running on the model afterwards.
+        """
+        loop = asyncio.get_running_loop()
+        async with async_model_lock(self.model):
+            live, finish = await asyncio.to_thread(self._start_stream, question, **_stream_kwargs(kwargs))
+            try:
+                while True:
+                    pending = loop.run_in_executor(None, next, live, None)
+                    try:
+                        event = await asyncio.shield(pending)
+                    except BaseException:
+                        live.cancel()
+                        await asyncio.wait([pending])
+                        raise
+                    if event is None:
+                        break
+                    yield event
+            finally:
+                live.cancel()
+                await asyncio.to_thread(live.close)
+            assert live.scores is not None
+            scores = live.scores
+        yield finish(scores)
+
+    async def _in_thread(self, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run ``method`` in a worker thread under the model's asyncio lock, cancellably."""
+        cancel = threading.Event()
+        call = functools.partial(method, *args, **kwargs)
+        context = contextvars.copy_context()
+        context.run(_CANCEL.set, cancel)
+        loop = asyncio.get_running_loop()
+        async with async_model_lock(self.model):
+            pending = loop.run_in_executor(None, context.run, call)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                cancel.set()
+                await asyncio.wait([pending])
+                raise
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _prompt(self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None) -> _Prompt:
-        if localize_in is not None:
-            _check_text("localize_in", localize_in)
-        if isinstance(question, str):
-            _check_text("question", question)
-            if raw or not getattr(self.tokenizer, "chat_template", None):
-                return _Prompt(localize_in or question, question)
-            messages: tuple[Message, ...] = ({"role": "user", "content": question},)
-        else:
-            messages = _check_messages(question)
-            if raw:
-                raise InvalidInputError("`raw=True` needs a string prompt, got chat messages")
-        if self.system_prompt and messages[0].get("role") != "system":
-            messages = ({"role": "system", "content": self.system_prompt}, *messages)
-        users = [m["content"] for m in messages if m.get("role") == "user"]
-        return _Prompt(
-            localize_in or (users[-1] if users else messages[-1]["content"]), self._template(messages), messages
-        )
+    def _prompt(self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None) -> Prompt:
+        return self._prompts.prompt(question, raw=raw, localize_in=localize_in)
 
-    def _template(self, messages: Sequence[Message]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInputError("the tokenizer has no chat template; pass a string prompt with `raw=True`")
-        return str(self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False))
-
-    def _encode(self, text: str) -> torch.Tensor:
-        return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-
-    def _check_length(self, prompt_tokens: int, new_tokens: int) -> None:
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+    def _check_length(self, prompt_tokens: int, new_tokens: int, what: str = "max_new_tokens") -> None:
+        limit = _context_limit(self.model)
         if limit is not None and prompt_tokens + new_tokens > limit:
+            fix = "lower `max_new_tokens`" if what == "max_new_tokens" else "shorten the answer"
             raise ContextLengthError(
-                f"prompt of {prompt_tokens} tokens + {new_tokens} new tokens exceeds the model's "
-                f"context of {limit} tokens; shorten the question or lower `max_new_tokens`"
+                f"prompt of {prompt_tokens} tokens + {new_tokens} {'new' if what == 'max_new_tokens' else 'answer'} "
+                f"tokens exceeds the model's context of {limit} tokens; shorten the question or {fix}"
             )
 
-    def _retry_wanted(self, history: list[Attempt]) -> bool:
-        return min(a.score for a in history) > self.calibration.threshold
+    def _ask(
+        self, prompts: list[Prompt], batch_size: int, generation: Mapping[str, Any], step: RetryStep | None
+    ) -> list[Verdict]:
+        """Run the attempt loop for every prompt, in lock-step batches (or make one given ``step``)."""
+        options = check_generation(generation)
+        if step is not None:
+            if not isinstance(step, RetryStep):
+                raise InvalidInputError(f"`step` must be a guardrail.RetryStep, got {type(step).__name__}: {step!r}")
+            attempts = self._generate(prompts, [step] * len(prompts), options, batch_size)
+            return [
+                self._verdict(p.question, self._single(a, step, _FLAG)) for p, a in zip(prompts, attempts, strict=True)
+            ]
+        loops: list[AttemptLoop[Attempt]] = [AttemptLoop(self.policy) for _ in prompts]
+        while todo := [(i, s) for i, loop in enumerate(loops) if (s := loop.next_step()) is not None]:
+            indices = [i for i, _ in todo]
+            steps = [s for _, s in todo]
+            found = self._generate([prompts[i] for i in indices], steps, options, batch_size)
+            for i, s, attempt in zip(indices, steps, found, strict=True):
+                loops[i].record(self._judged(attempt, s))
+        return [self._verdict(p.question, loop.decide()) for p, loop in zip(prompts, loops, strict=True)]
 
-    def _attempt(
-        self,
-        prompts: list[_Prompt],
-        histories: list[list[Attempt]],
-        change: Mapping[str, Any],
-        generation: Mapping[str, Any],
+    def _generate(
+        self, prompts: list[Prompt], steps: list[RetryStep], options: Mapping[str, Any], batch_size: int
     ) -> list[Attempt]:
-        texts = [self._with_feedback(p, h, change.get("feedback")) for p, h in zip(prompts, histories, strict=True)]
-        kwargs = self._generation_kwargs(change, generation)
-        enc = self._batch(texts, int(kwargs["max_new_tokens"]))
-        with _seeded(change.get("seed", generation.get("seed")), model_device(self.model)):
-            rows, _ = generate_with_scores(
-                self.model,
-                enc["input_ids"],
-                enc["attention_mask"],
-                eos_token_ids=self._eos,
-                pad_token_id=self._pad,
-                **kwargs,
-            )
-        label = _describe(change, kwargs)
-        lengths = enc["attention_mask"].sum(dim=1).tolist()
-        return [
-            self._judge(p.question, s, label, self.localizer, n) for p, s, n in zip(prompts, rows, lengths, strict=True)
-        ]
+        """One attempt per prompt; all ``steps`` share an attempt number (so one decoding)."""
+        kwargs, seed = self._generation_kwargs(options, steps[0])
+        label = steps[0].label(options)
+        found: list[Attempt] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = range(start, min(start + batch_size, len(prompts)))
+            ids = [self._prompts.ids(prompts[i], steps[i]) for i in chunk]
+            input_ids, mask = self._batch(ids, int(kwargs["max_new_tokens"]))
+            with _seeded(seed, model_device(self.model)):
+                rows, _ = generate_with_scores(
+                    self.model, input_ids, mask, eos_token_ids=self._eos, pad_token_id=self._pad,
+                    stop=_CANCEL.get(), **kwargs,
+                )  # fmt: skip
+            found += [
+                self._judge(prompts[i], s, label, self.localizer, len(ids[k]))
+                for k, (i, s) in enumerate(zip(chunk, rows, strict=True))
+            ]
+        return found
 
-    def _generation_kwargs(self, change: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generation}
-        kwargs.pop("seed", None)  # applied by _seeded around generate
-        if change:
-            kwargs.update(do_sample=True, temperature=change["temperature"], top_k=0, top_p=1.0)
+    def _start_stream(
+        self,
+        question: PromptLike,
+        *,
+        raw: bool = False,
+        localize_in: str | None = None,
+        step: RetryStep | None = None,
+        generation: Mapping[str, Any] | None = None,
+    ) -> tuple[LiveGeneration, Callable[[TokenScores], Verdict]]:
+        """Start one streamed attempt; return it and the function that judges its scores."""
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
+        options = check_generation(generation or {})
+        attempt_step = step if step is not None else RetryStep()
+        kwargs, seed = self._generation_kwargs(options, attempt_step)
+        ids = self._prompts.ids(prompt, attempt_step)
+        input_ids, mask = self._batch([ids], int(kwargs["max_new_tokens"]))
+
+        def generate(**streaming: Any) -> TokenScores:
+            with _seeded(seed, model_device(self.model)):
+                rows, _ = generate_with_scores(
+                    self.model, input_ids, mask, eos_token_ids=self._eos, pad_token_id=self._pad,
+                    **streaming, **kwargs,
+                )  # fmt: skip
+            return rows[0]
+
+        def finish(scores: TokenScores) -> Verdict:
+            attempt = self._judge(prompt, scores, attempt_step.label(options), self.localizer, len(ids))
+            policy = _FLAG if step is not None else self.policy
+            return self._verdict(prompt.question, self._single(attempt, attempt_step, policy))
+
+        return LiveGeneration(generate, self.tokenizer, self._eos), finish
+
+    def _generation_kwargs(self, options: Mapping[str, Any], step: RetryStep) -> tuple[dict[str, Any], int | None]:
+        """``generate`` kwargs of an attempt, and its seed (the step's for a retry)."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **options}
+        seed = kwargs.pop("seed", None)
+        if step.is_retry:
+            kwargs.update(step.generate_kwargs())
+            seed = step.seed
         if kwargs.get("stop_strings"):
             kwargs["tokenizer"] = self.tokenizer
-        return kwargs
+        return kwargs, seed
 
-    def _batch(self, texts: list[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
-        """Left-padded ``input_ids`` and ``attention_mask`` on the model's device."""
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        self._check_length(enc["input_ids"].shape[1], max_new_tokens)
+    def _batch(self, ids: list[list[int]], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(input_ids, attention_mask)`` on the model's device (the tokenizer is not used)."""
+        width = max(len(row) for row in ids)
+        self._check_length(width, max_new_tokens)
+        input_ids = torch.full((len(ids), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            input_ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, width - len(tokens) :] = 1
         device = model_device(self.model)
-        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
-
-    def _with_feedback(self, prompt: _Prompt, history: list[Attempt], feedback: str | None) -> str:
-        if feedback is None or not history or not prompt.messages:
-            return prompt.text
-        follow_up = ({"role": "assistant", "content": history[-1].answer}, {"role": "user", "content": feedback})
-        return self._template([*prompt.messages, *follow_up])
+        return input_ids.to(device), mask.to(device)
 
     def _judge(
-        self, question: str, scores: TokenScores, decoding: str, localizer: Localizer, prompt_tokens: int
+        self, prompt: Prompt, scores: TokenScores, decoding: str, localizer: Localizer, prompt_tokens: int
     ) -> Attempt:
         answer, offsets = token_offsets(lambda ids: self.tokenizer.decode(ids), scores.token_ids.tolist())
         tokens = tuple(answer[a:b] for a, b in offsets)
         if not answer.strip():
             empty = Span(0, 0, 0, 0, "", "empty answer: cannot be scored")
-            return Attempt(answer, tokens, scores, empty, math.inf, decoding, prompt_tokens)
-        span = localizer.locate(question, answer, offsets)
+            return Attempt(answer, tokens, scores, empty, float("inf"), decoding, prompt_tokens)
+        span = localizer.locate(prompt.question, answer, offsets)
         return Attempt(answer, tokens, scores, span, self.calibration.score(scores, span), decoding, prompt_tokens)
 
-    def _verdict(self, question: str, attempts: list[Attempt]) -> Verdict:
-        chosen = min(range(len(attempts)), key=lambda i: attempts[i].score)
-        action = self.policy.decide(attempts[chosen].score, self.calibration.threshold)
-        text = self.policy.abstain_text if action is Action.ABSTAIN else attempts[chosen].answer
+    def _judged(self, attempt: Attempt, step: RetryStep) -> Judged[Attempt]:
+        return Judged(attempt, attempt.answer, attempt.score, self.calibration.threshold, step)
+
+    def _single(self, attempt: Attempt, step: RetryStep, policy: Policy) -> Decision[Attempt]:
+        """The decision about one attempt under ``policy``."""
+        loop: AttemptLoop[Attempt] = AttemptLoop(policy, first=step.attempt)
+        loop.record(self._judged(attempt, step))
+        return loop.decide()
+
+    def _verdict(self, question: str, decision: Decision[Attempt]) -> Verdict:
         return Verdict(
             question=question,
-            text=text,
-            action=action,
+            text=decision.text,
+            action=decision.action,
             threshold=self.calibration.threshold,
-            attempts=tuple(attempts),
-            chosen=chosen,
+            attempts=tuple(j.result for j in decision.attempts),
+            chosen=decision.chosen,
             calibration=self.calibration.describe(),
         )
 
-    def make_localizer(self, localizer: str | Localizer) -> Localizer:
-        """A localizer by name (``"heuristic"``, ``"llm"``, ``"whole"``) or the object itself;
-        ``"llm"`` extracts the answer with this guard's model."""
-        return make_localizer(localizer, self._complete)
-
     def _complete(self, instruction: str) -> str:
         """Greedy short completion of a chat message (used by the LLM-extraction localizer)."""
-        text = self._prompt(instruction).text
-        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model_device(self.model))
+        ids = self._prompts.ids(self._prompt(instruction), RetryStep())
+        input_ids, mask = self._batch([ids], 24)
         with model_lock(self.model), torch.inference_mode():
             out = self.model.generate(
-                **enc,
-                max_new_tokens=24,
-                do_sample=False,
-                pad_token_id=self._pad,
-                stop_strings=["\n"],
-                tokenizer=self.tokenizer,
-            )
-        return str(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+                input_ids=input_ids, attention_mask=mask, max_new_tokens=24, do_sample=False,
+                pad_token_id=self._pad, stop_strings=["\n"], tokenizer=self.tokenizer,
+            )  # fmt: skip
+        return str(self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
 
 
-def _check_text(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"`{name}` must be a str, got {type(value).__name__}: {value!r}")
-    if not value.strip():
-        raise InvalidInputError(f"`{name}` must contain a non-space character, got {value!r}")
+_CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("spillguard_cancel", default=None)
+"""Set by the async twins in their worker's context: generation stops at the next token once set."""
 
 
-def _check_messages(messages: object) -> tuple[Message, ...]:
-    if not isinstance(messages, Sequence) or not messages:
-        raise InvalidInputError(f"`question` must be a str or a non-empty list of chat messages, got {messages!r}")
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise InvalidInputError(f"message {i} must be a mapping with str `role` and `content`, got {m!r}")
-    if not any(m["content"].strip() for m in messages):
-        raise InvalidInputError(f"every chat message is empty: {messages!r}")
-    return tuple(dict(m) for m in messages)
+def _stream_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Split :meth:`Guard.astream` keyword arguments like :meth:`Guard.stream` does."""
+    named = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step") if k in kwargs}
+    return {**named, "generation": kwargs}
+
+
+def _explicit(span: object) -> Localizer:
+    if isinstance(span, str):
+        return ExplicitSpan(substring=span)
+    if isinstance(span, tuple) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in span):
+        return ExplicitSpan(chars=(span[0], span[1]))
+    raise InvalidInputError(f"`span` must be a substring of the answer or (start, end) ints, got {span!r}")
 
 
 def _check_model(model: Any, tokenizer: Any) -> int:
@@ -391,6 +472,11 @@ def _check_model(model: Any, tokenizer: Any) -> int:
         raise ModelError(
             f"`model` ({type(model).__name__}) has no LM head, so no logits to score; load it with AutoModelForCausalLM"
         )
+    if getattr(model, "training", False):
+        raise ModelError(
+            f"`model` ({type(model).__name__}) is in training mode: dropout would make every score random; "
+            "call model.eval() first (the guard never changes the model)"
+        )
     if not callable(getattr(tokenizer, "get_vocab", None)) or not callable(tokenizer):
         raise ModelError(f"`tokenizer` must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     vocab_size = int(head.weight.shape[0])
@@ -400,6 +486,18 @@ def _check_model(model: Any, tokenizer: Any) -> int:
             "they do not belong together"
         )
     return vocab_size
+
+
+def _context_limit(model: Any) -> int | None:
+    """The model's context window, wherever its config keeps it (``text_config`` for
+    multimodal wrappers; ``max_seq_len``, ``n_positions``, ... for older families)."""
+    config = getattr(model, "config", None)
+    for part in (config, getattr(config, "text_config", None)):
+        for key in ("max_position_embeddings", "max_seq_len", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(part, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -420,16 +518,3 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
-
-
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _describe(change: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str:
-    if not change:
-        if kwargs.get("do_sample"):
-            return f"sample(temperature={kwargs.get('temperature', 1.0)})"
-        return "greedy"
-    label = f"sample(temperature={change['temperature']}, seed={change['seed']})"
-    return label + " + feedback" if "feedback" in change else label

@@ -1,17 +1,44 @@
-"""Verdicts: the frozen result of guarding one question."""
+"""Verdicts: the frozen result of guarding one question, and its evidence as hosts carry it.
+
+A :class:`Verdict` holds every attempt with its per-token scores. Hosts (LangChain messages,
+LlamaIndex responses) carry it as a JSON-ready dict under :data:`METADATA_KEY`; reading it back
+gives an :class:`Evidence`. The dict is sealed: an HMAC, with a key drawn once per process, over
+the answer, the text, the action, the score and the threshold, so that metadata a later step
+changed (rewritten text, a forged "allow") or that came from another process reads back as
+unsealed and is never trusted. The seal detects mistakes and foreign metadata; it is not a
+security boundary against code running in the same process.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guardrail.errors import HallucinationDetected
+from guardrail.errors import HallucinationDetected, UnscoredResponseError
 from guardrail.localize import Span
 from guardrail.policy import Action
 from guardrail.scores import TokenScores
+from guardrail.validation import finite_or_none
 
-__all__ = ["Attempt", "Verdict"]
+__all__ = ["METADATA_KEY", "Attempt", "Evidence", "Verdict"]
+
+METADATA_KEY = "spillguard"
+"""Key of the evidence in every host's metadata (LangChain ``response_metadata``, LlamaIndex
+``additional_kwargs`` and ``Response.metadata``)."""
+
+_SEAL_KEY = secrets.token_bytes(32)
+_SEALED_FIELDS = ("answer", "text", "action", "score", "threshold")
+
+
+def _seal(data: Mapping[str, Any]) -> str:
+    payload = json.dumps([data.get(k) for k in _SEALED_FIELDS], ensure_ascii=False, allow_nan=True)
+    return hmac.new(_SEAL_KEY, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,17 +64,19 @@ class Attempt:
     decoding: str
     prompt_tokens: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready evidence; a non-finite score becomes ``None``."""
-        return {
+    def to_dict(self, *, per_token: bool = True) -> dict[str, Any]:
+        """JSON-ready evidence; a non-finite score becomes ``None``; per-token arrays on request."""
+        out: dict[str, Any] = {
             "answer": self.answer,
-            "score": self.score if math.isfinite(self.score) else None,
+            "score": finite_or_none(self.score),
             "span": self.span.to_dict(),
             "decoding": self.decoding,
             "prompt_tokens": self.prompt_tokens,
-            "tokens": list(self.tokens),
-            **self.scores.to_dict(),
+            "answer_tokens": len(self.tokens),
         }
+        if per_token:
+            out.update(tokens=list(self.tokens), **self.scores.to_dict())
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +89,7 @@ class Verdict:
         action: :class:`~guardrail.policy.Action` taken.
         threshold: the calibrated threshold the score was compared with.
         attempts: every attempt, in order (several under a retry policy).
-        chosen: index in ``attempts`` of the answer the verdict is about (the lowest score).
+        chosen: index in ``attempts`` of the answer the verdict is about.
         calibration: one-line description of the calibration used.
     """
 
@@ -99,8 +128,13 @@ class Verdict:
 
     @property
     def hallucinated(self) -> bool:
-        """Whether the chosen answer scored above the threshold."""
+        """Whether the chosen answer scored above the threshold (or could not be scored)."""
         return self.action is not Action.ALLOW
+
+    @property
+    def evidence(self) -> Evidence:
+        """This verdict as hosts carry it (without per-token arrays)."""
+        return Evidence.from_dict(self.to_dict(per_token=False))
 
     def raise_for_hallucination(self) -> Verdict:
         """Return ``self`` when allowed; raise :class:`HallucinationDetected` otherwise."""
@@ -108,18 +142,107 @@ class Verdict:
             raise HallucinationDetected(self)
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready verdict with all attempts."""
-        return {
+    def to_dict(self, *, per_token: bool = True) -> dict[str, Any]:
+        """JSON-ready and sealed: the decision, the chosen answer's span, every attempt.
+
+        Args:
+            per_token: include each attempt's tokens and per-token metric arrays (about 200
+                bytes per token); without them the dict stays small enough for traces and
+                stored chat history.
+        """
+        out: dict[str, Any] = {
             "question": self.question,
             "text": self.text,
             "action": self.action.value,
             "answer": self.answer,
-            "score": self.score if math.isfinite(self.score) else None,
+            "score": finite_or_none(self.score),
             "threshold": self.threshold,
             "hallucinated": self.hallucinated,
             "span": self.span.to_dict(),
             "calibration": self.calibration,
             "chosen": self.chosen,
-            "attempts": [a.to_dict() for a in self.attempts],
+            "attempts": [a.to_dict(per_token=per_token) for a in self.attempts],
         }
+        out["seal"] = _seal(out)
+        return out
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A verdict read back from a host's metadata (see :meth:`Verdict.to_dict`).
+
+    Attributes:
+        answer: the model's answer (also when the text shown is an abstention).
+        text: the text the verdict produced (the answer or the abstention).
+        action: the action taken.
+        score: the answer's score, higher = more likely hallucinated; ``inf`` if unscorable.
+        threshold: the calibrated threshold.
+        span_text: the scored span of the answer.
+        sealed: whether the seal matches: produced by a guard in this process and unchanged.
+        data: the whole metadata dict.
+    """
+
+    answer: str
+    text: str
+    action: Action
+    score: float
+    threshold: float
+    span_text: str
+    sealed: bool
+    data: Mapping[str, Any]
+
+    @property
+    def hallucinated(self) -> bool:
+        """Whether the answer was not allowed (an unscorable answer never is)."""
+        return self.action is not Action.ALLOW or not self.score <= self.threshold
+
+    def flagged_by(self, threshold: float | None = None) -> bool:
+        """Whether the score is above ``threshold`` (default: the calibrated threshold)."""
+        return not self.score <= (self.threshold if threshold is None else threshold)
+
+    def check(self, text: str, *, what: str = "the answer") -> Evidence:
+        """``self`` when sealed and about exactly ``text``; else :class:`UnscoredResponseError`."""
+        if not self.sealed:
+            raise UnscoredResponseError(
+                what, "its spillguard metadata was changed after scoring, forged, or produced in another process"
+            )
+        if text != self.text:
+            raise UnscoredResponseError(
+                what,
+                f"its text {_short(text)} is not the text that was scored ({_short(self.text)}); "
+                "a later step changed it (put output parsers and rewrites after the guard)",
+            )
+        return self
+
+    def updated(self, **changes: Any) -> dict[str, Any]:
+        """The metadata dict with ``changes`` applied and sealed again (only from sealed evidence)."""
+        if not self.sealed:
+            raise UnscoredResponseError("the answer", "its spillguard metadata is not sealed, so it cannot be updated")
+        out = {**self.data, **changes}
+        out["seal"] = _seal(out)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object) -> Evidence:
+        """Parse and check metadata; anything malformed is an :class:`UnscoredResponseError`."""
+        if not isinstance(data, Mapping):
+            raise UnscoredResponseError("the answer", f"its spillguard metadata is not a mapping: {data!r}")
+        try:
+            score = math.inf if data["score"] is None else float(data["score"])
+            threshold = float(data["threshold"])
+            action = Action(data["action"])
+            answer, text = data["answer"], data["text"]
+            span_text = data["span"]["text"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnscoredResponseError("the answer", f"its spillguard metadata is malformed ({exc!r})") from None
+        if not (isinstance(answer, str) and isinstance(text, str) and isinstance(span_text, str)):
+            raise UnscoredResponseError("the answer", "its spillguard metadata holds non-text answer fields")
+        if math.isnan(score) or not math.isfinite(threshold):
+            raise UnscoredResponseError("the answer", f"its score {score!r} or threshold {threshold!r} is not usable")
+        seal = data.get("seal")
+        sealed = isinstance(seal, str) and hmac.compare_digest(seal, _seal(data))
+        return cls(answer, text, action, score, threshold, span_text, sealed, data)
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...")

@@ -53,7 +53,7 @@ def test_batch_equals_single_questions(tiny_model: Any, tiny_tokenizer: Any) -> 
 
 def test_retry_keeps_the_lowest_scoring_attempt(tiny_model: Any, tiny_tokenizer: Any) -> None:
     policy = Policy(on_hallucination="retry", max_attempts=3, seed=1)
-    v = guard(tiny_model, tiny_tokenizer, threshold=-math.inf, policy=policy).ask(QUESTION, min_new_tokens=5)
+    v = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=policy).ask(QUESTION, min_new_tokens=5)
     assert len(v.attempts) == 3
     assert [a.decoding for a in v.attempts] == [
         "greedy",
@@ -61,29 +61,34 @@ def test_retry_keeps_the_lowest_scoring_attempt(tiny_model: Any, tiny_tokenizer:
         "sample(temperature=0.8, seed=4)",
     ]
     assert v.score == min(a.score for a in v.attempts) and v.action is Action.FLAG
-    again = guard(tiny_model, tiny_tokenizer, threshold=-math.inf, policy=policy).ask(QUESTION, min_new_tokens=5)
+    again = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=policy).ask(QUESTION, min_new_tokens=5)
     assert [a.answer for a in again.attempts] == [a.answer for a in v.attempts]  # seeded
 
 
 def test_retry_stops_once_an_attempt_passes(tiny_model: Any, tiny_tokenizer: Any) -> None:
     policy = Policy(on_hallucination="retry", max_attempts=4)
-    v = guard(tiny_model, tiny_tokenizer, threshold=math.inf, policy=policy).ask(QUESTION)
+    v = guard(tiny_model, tiny_tokenizer, threshold=1e9, policy=policy).ask(QUESTION)
     assert len(v.attempts) == 1 and v.action is Action.ALLOW
 
 
-def test_feedback_retry_shows_the_previous_answer(tiny_model: Any, tiny_tokenizer: Any) -> None:
+@pytest.mark.parametrize("raw", [False, True])
+def test_feedback_reaches_the_model_as_a_follow_up_turn(tiny_model: Any, tiny_tokenizer: Any, raw: bool) -> None:
     policy = Policy(on_hallucination="retry", max_attempts=2, retry_strategy="feedback", feedback="i don't know ?")
-    g = guard(tiny_model, tiny_tokenizer, threshold=-math.inf, policy=policy)
-    v = g.ask(QUESTION, min_new_tokens=3)
+    g = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=policy)
+    v = g.ask(QUESTION, raw=raw, min_new_tokens=3)
     assert v.attempts[1].decoding.endswith("+ feedback")
-    prompt = g._prompt(QUESTION)
-    text = g._with_feedback(prompt, [v.attempts[0]], "i don't know ?")
-    assert v.attempts[0].answer.strip() in text and text.endswith("assistant: ")
+    step = policy.step(2, v.attempts[0].answer)
+    text = g.render(QUESTION, raw=raw, step=step)
+    first = g.render(QUESTION, raw=raw)
+    assert text.startswith(first if raw else first.removesuffix("assistant: "))
+    assert v.attempts[0].answer.strip() in text and "i don't know ?" in text
+    assert text.endswith("\n\n" if raw else "assistant: ")
+    assert v.attempts[1].prompt_tokens == len(tiny_tokenizer(text)["input_ids"])  # attempt 2 was fed exactly this
 
 
 def test_abstain_returns_the_abstention_and_keeps_the_evidence(tiny_model: Any, tiny_tokenizer: Any) -> None:
     policy = Policy(on_hallucination="abstain", abstain_text="no idea")
-    v = guard(tiny_model, tiny_tokenizer, threshold=-math.inf, policy=policy).ask(QUESTION)
+    v = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=policy).ask(QUESTION)
     assert v.action is Action.ABSTAIN and v.text == "no idea" and v.answer != "no idea"
     with pytest.raises(HallucinationDetected) as info:
         v.raise_for_hallucination()
@@ -227,7 +232,7 @@ def test_concurrent_threads_on_one_model_never_mix_scores(tiny_model: Any, tiny_
 
 
 def test_with_policy_shares_everything_but_the_policy(tiny_model: Any, tiny_tokenizer: Any) -> None:
-    g = guard(tiny_model, tiny_tokenizer, threshold=-math.inf)
+    g = guard(tiny_model, tiny_tokenizer, threshold=-1e9)
     careful = g.with_policy(Policy(on_hallucination="abstain", abstain_text="no idea"))
     assert careful.model is g.model and careful.calibration is g.calibration and g.policy == Policy()
     assert careful.ask(QUESTION).text == "no idea" and g.ask(QUESTION).action is Action.FLAG

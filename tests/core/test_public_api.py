@@ -7,34 +7,18 @@ from types import ModuleType
 import guardrail
 
 PUBLIC = [
-    "Action",
-    "Attempt",
-    "Calibration",
-    "CalibrationError",
-    "CaptureError",
-    "ContextLengthError",
-    "ExplicitSpan",
-    "Guard",
-    "HallucinationDetected",
-    "HeuristicLocalizer",
-    "InvalidInputError",
-    "LLMExtractionLocalizer",
-    "ModelError",
-    "NonFiniteLogitsError",
-    "Policy",
-    "Span",
-    "SpillguardError",
-    "TokenScores",
-    "TokenStep",
-    "Verdict",
-    "WholeAnswer",
+    "METADATA_KEY", "Action", "Attempt", "AttemptLoop", "Calibration", "CalibrationError", "CaptureError",
+    "ContextLengthError", "Decision", "Evidence", "ExplicitSpan", "Guard", "HallucinationDetected",
+    "HeuristicLocalizer", "InvalidInputError", "Judged", "LLMExtractionLocalizer", "ModelError", "NoContextError",
+    "NonFiniteLogitsError", "NotGuardedError", "Policy", "RetryStep", "Span", "SpillguardError", "TokenScores",
+    "TokenStep", "UnscoredResponseError", "Verdict", "WholeAnswer", "arun_attempts", "run_attempts",
 ]
 
 
 def test_public_api_is_pinned() -> None:
     assert guardrail.__all__ == PUBLIC
     exported = sorted(n for n, v in vars(guardrail).items() if not n.startswith("_") and not isinstance(v, ModuleType))
-    assert exported == PUBLIC
+    assert exported == sorted(PUBLIC)
 
 
 def test_exception_tree_has_one_root() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guardrail import Action, Attempt, Calibration, HallucinationDetected, Policy, Span, TokenScores, Verdict
+from guardrail import Action, Attempt, Calibration, HallucinationDetected, Policy, RetryStep, Span, TokenScores, Verdict
 from guardrail.calibration import Feature, ModelFingerprint
 from guardrail.errors import CalibrationError, InvalidInputError, NonFiniteLogitsError
 
@@ -64,9 +64,10 @@ def test_policy_decisions() -> None:
     retry = Policy(on_hallucination="retry", after_retries="abstain", max_attempts=3)
     assert retry.attempts == 3 and retry.decide(2.0, 1.0) is Action.ABSTAIN
     assert Policy().decide(math.inf, 1.0) is Action.FLAG  # an unscorable answer is never allowed
-    assert retry.retry_decoding(1) == {}
-    assert retry.retry_decoding(2)["seed"] != retry.retry_decoding(3)["seed"]
-    assert "feedback" in Policy(retry_strategy="feedback").retry_decoding(2)
+    assert retry.step(1) == RetryStep() and not retry.step(1).is_retry
+    assert retry.step(2).seed != retry.step(3).seed and retry.step(2).generate_kwargs()["do_sample"] is True
+    assert Policy(retry_strategy="feedback").step(2, "Paris").follow_up()[1]["role"] == "user"
+    assert Policy(retry_strategy="feedback").step(2).feedback is None  # nothing to follow up on
 
 
 def verdict(score: float, action: Action) -> Verdict:

@@ -1,0 +1,245 @@
+"""Prompts: exactly what the model is fed for a question, a feedback retry or a given answer,
+and the decoding options an attempt accepts.
+
+- Chat messages go through the tokenizer's chat template; roles are checked, and text that
+  contains the tokenizer's control tokens (``<|im_end|>``, ...) is refused, so a question cannot
+  forge a system turn.
+- The tokenizer's own BOS convention is followed for every prompt, templated or raw (Gemma
+  answers garbage without ``<bos>``; GPT-2 and SmolLM2 add none).
+- A feedback retry continues the conversation the same way everywhere: the previous answer as
+  an assistant turn, then the feedback as a user turn; for a raw prompt, the same two turns as
+  text (``prompt + answer + "\\n\\n" + feedback + "\\n\\n"``).
+- Answers are tokenized alone, without special tokens, as ``generate`` would have produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from guardrail.errors import InvalidInputError
+from guardrail.policy import RetryStep
+from guardrail.validation import check_finite, check_int, check_text
+
+__all__ = ["GENERATION_OPTIONS", "ROLES", "Message", "Prompt", "PromptBuilder", "check_generation"]
+
+Message = Mapping[str, str]
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A question as the guard sees it.
+
+    Attributes:
+        question: the text the localizer treats as the question.
+        text: the exact text fed to the model for a first attempt.
+        messages: the chat messages when templated (``()`` for a raw prompt).
+    """
+
+    question: str
+    text: str
+    messages: tuple[Message, ...] = ()
+
+
+class PromptBuilder:
+    """Builds prompts and token ids for one tokenizer (never modifying it)."""
+
+    def __init__(self, tokenizer: Any, system_prompt: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.bos = _bos_prefix(tokenizer)
+        self.control = _control_tokens(tokenizer)
+        if system_prompt is not None:
+            self._check_controls("system_prompt", system_prompt)
+
+    def prompt(self, question: object, *, raw: bool = False, localize_in: str | None = None) -> Prompt:
+        """The :class:`Prompt` of a question string or a list of chat messages."""
+        if not isinstance(raw, bool):
+            raise InvalidInputError(f"`raw` must be a bool, got {raw!r}")
+        if localize_in is not None:
+            check_text("localize_in", localize_in)
+        if isinstance(question, str):
+            check_text("question", question)
+            if raw or not self.has_template:
+                return Prompt(localize_in or question, question)
+            messages: tuple[Message, ...] = ({"role": "user", "content": question},)
+        else:
+            messages = self._check_messages(question)
+            if raw:
+                raise InvalidInputError("`raw=True` needs a string prompt, got chat messages")
+        if self.system_prompt and messages[0]["role"] != "system":
+            messages = ({"role": "system", "content": self.system_prompt}, *messages)
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        question_text = localize_in or (users[-1] if users else messages[-1]["content"])
+        return Prompt(question_text, self.template(messages), messages)
+
+    @property
+    def has_template(self) -> bool:
+        """Whether the tokenizer has a chat template."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def template(self, messages: Sequence[Message]) -> str:
+        """The chat template applied to ``messages`` with the generation prompt."""
+        if not self.has_template:
+            raise InvalidInputError("the tokenizer has no chat template; pass a string prompt with `raw=True`")
+        try:
+            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja2 errors and the template's own raise_exception(...)
+            hint = " (this template may not accept a system message)" if messages[0]["role"] == "system" else ""
+            raise InvalidInputError(f"the tokenizer's chat template refused these messages{hint}: {exc}") from exc
+        return str(text)
+
+    def text(self, prompt: Prompt, step: RetryStep) -> str:
+        """The text fed for attempt ``step``: the prompt, plus the feedback turns if any."""
+        follow_up = step.follow_up()
+        if not follow_up:
+            return prompt.text
+        self._check_controls("feedback", step.feedback or "")
+        if prompt.messages:
+            return self.template([*prompt.messages, *follow_up])
+        return f"{prompt.text}{step.previous_answer}\n\n{step.feedback}\n\n"
+
+    def ids(self, prompt: Prompt, step: RetryStep) -> list[int]:
+        """Token ids of :meth:`text`, with the tokenizer's BOS convention."""
+        ids = list(self.tokenizer(self.text(prompt, step), add_special_tokens=False)["input_ids"])
+        if self.bos and ids[: len(self.bos)] != self.bos:
+            ids = self.bos + ids
+        if not ids:
+            raise InvalidInputError(f"the prompt {prompt.text!r} has no tokens")
+        return ids
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of a given answer, alone and without special tokens."""
+        return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+
+    def _check_messages(self, messages: object) -> tuple[Message, ...]:
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+            raise InvalidInputError(f"`question` must be a str or a non-empty list of chat messages, got {messages!r}")
+        checked = []
+        for i, m in enumerate(messages):
+            if (
+                not isinstance(m, Mapping)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
+            ):
+                raise InvalidInputError(f"message {i} must be a mapping with str `role` and `content`, got {m!r}")
+            if m["role"] not in ROLES:
+                raise InvalidInputError(f"message {i} has role {m['role']!r}; roles are {ROLES}")
+            extra = set(m) - {"role", "content"}
+            if extra:
+                raise InvalidInputError(f"message {i} has keys {sorted(extra)} besides `role` and `content`")
+            self._check_controls(f"message {i}", m["content"])
+            checked.append({"role": m["role"], "content": m["content"]})
+        if not any(m["content"].strip() for m in checked):
+            raise InvalidInputError(f"every chat message is empty: {messages!r}")
+        try:
+            "".join(m["content"] for m in checked).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"a chat message is not valid text: {exc.reason}") from None
+        return tuple(checked)
+
+    def _check_controls(self, name: str, text: str) -> None:
+        found = sorted(t for t in self.control if t in text)
+        if found:
+            raise InvalidInputError(
+                f"{name} contains the tokenizer's control token(s) {found}, which the chat template would read "
+                "as turn markers; remove them from the text"
+            )
+
+
+def _bos_prefix(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before a text under its own convention (``[]`` for none)."""
+    try:
+        plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+        full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    except Exception:  # a tokenizer without special-token handling: no convention to follow
+        return []
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
+
+
+def _control_tokens(tokenizer: Any) -> frozenset[str]:
+    """Special-token strings of the tokenizer (those a template uses as markers)."""
+    tokens = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    tokens |= {t.content for t in decoder.values() if getattr(t, "special", False)}
+    return frozenset(t for t in tokens if isinstance(t, str) and len(t) > 1)
+
+
+# -- decoding options ----------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: object) -> int:
+    return check_int(name, value, minimum=1)
+
+
+def _count(name: str, value: object) -> int:
+    return check_int(name, value, minimum=0)
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"`{name}` must be a bool, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _positive(name: str, value: object) -> float:
+    return check_finite(name, value, positive=True)
+
+
+def _probability(name: str, value: object) -> float:
+    number = check_finite(name, value)
+    if not 0 < number <= 1:
+        raise InvalidInputError(f"`{name}` must be in (0, 1], got {value!r}")
+    return number
+
+
+def _stop_strings(name: str, value: object) -> list[str]:
+    strings = [value] if isinstance(value, str) else value
+    if not isinstance(strings, (list, tuple)) or not strings:
+        raise InvalidInputError(f"`{name}` must be a str or a non-empty list of str, got {value!r}")
+    return [check_text(name, s) for s in strings]
+
+
+def _seed(name: str, value: object) -> int:
+    return check_int(name, value, minimum=0, maximum=2**63 - 1)
+
+
+GENERATION_OPTIONS: dict[str, Callable[[str, object], object]] = {
+    "max_new_tokens": _positive_int,
+    "min_new_tokens": _count,
+    "do_sample": _bool,
+    "temperature": _positive,
+    "top_k": _count,
+    "top_p": _probability,
+    "min_p": _probability,
+    "typical_p": _probability,
+    "repetition_penalty": _positive,
+    "no_repeat_ngram_size": _count,
+    "stop_strings": _stop_strings,
+    "seed": _seed,
+}
+"""Decoding options an attempt accepts, each with its check. Anything else (beam search,
+``generation_config``, ``stopping_criteria``, ``pad_token_id``, ``input_ids``, ...) is refused:
+the guard owns those, and other decoding modes do not emit one token per raw-logit row."""
+
+
+def check_generation(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked decoding options; every problem is an :class:`InvalidInputError` naming it."""
+    unknown = sorted(set(options) - set(GENERATION_OPTIONS))
+    if unknown:
+        raise InvalidInputError(
+            f"unsupported decoding option(s) {unknown}; the guard accepts {sorted(GENERATION_OPTIONS)}"
+        )
+    checked = {name: GENERATION_OPTIONS[name](name, value) for name, value in options.items()}
+    if "min_new_tokens" in checked and checked["min_new_tokens"] > checked.get(
+        "max_new_tokens", checked["min_new_tokens"]
+    ):
+        raise InvalidInputError(
+            f"`min_new_tokens`={checked['min_new_tokens']} exceeds `max_new_tokens`={checked['max_new_tokens']}"
+        )
+    return checked
