@@ -7,14 +7,14 @@ Run: python examples/langchain_abstain.py
 from langchain_core.prompts import ChatPromptTemplate
 
 from guardrail import Policy
-from langchain_spillguard import ChatSpillguard, HallucinationGuard
+from langchain_spillguard import ChatSpillguard, SpillguardRunnable
 
 QUESTIONS = ["What is the capital of France?", "What is the capital of Mali?"]
 
 
 def main() -> list[str]:
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
-    guard = HallucinationGuard(
+    guard = SpillguardRunnable(
         prompt | ChatSpillguard(max_tokens=24),
         policy=Policy(on_hallucination="abstain", abstain_text="I don't know."),
     )

@@ -14,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 
 from guardrail import Policy
-from langchain_spillguard import ChatSpillguard, HallucinationGuard
+from langchain_spillguard import ChatSpillguard, SpillguardRunnable
 
 DOCUMENTS = [
     Document("Nairobi is the capital of Kenya.", metadata={"id": "kenya"}),
@@ -45,7 +45,7 @@ def main() -> list[str]:
         [("system", "Context:\n{context}\nAnswer the question in one full sentence."), ("human", "{question}")]
     )
     context = retriever | (lambda docs: "\n".join(d.page_content for d in docs))
-    answer = HallucinationGuard(
+    answer = SpillguardRunnable(
         {"context": context, "question": RunnablePassthrough()} | prompt | ChatSpillguard(max_tokens=24),
         policy=Policy(on_hallucination="abstain"),
     )

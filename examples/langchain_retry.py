@@ -1,18 +1,18 @@
 """A chain that regenerates an answer when its spilled energy is high.
 
 Each retry samples with a new seed (greedy decoding would repeat the answer); the guard keeps
-the lowest-scoring attempt. Run: python examples/langchain_retry.py
+the first attempt that passes, else the lowest-scoring one. Run: python examples/langchain_retry.py
 """
 
 from langchain_core.prompts import ChatPromptTemplate
 
 from guardrail import Policy
-from langchain_spillguard import ChatSpillguard, HallucinationGuard
+from langchain_spillguard import ChatSpillguard, SpillguardRunnable
 
 
 def main() -> dict:
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
-    guard = HallucinationGuard(
+    guard = SpillguardRunnable(
         prompt | ChatSpillguard(max_tokens=24),
         policy=Policy(on_hallucination="retry", max_attempts=3, after_retries="flag"),
     )

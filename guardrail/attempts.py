@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from guardrail.errors import InvalidInputError
 from guardrail.policy import Action, Policy, RetryStep
@@ -124,7 +124,7 @@ class AttemptLoop(Generic[T]):
         return Decision(tuple(self.attempts), chosen, action, text)
 
 
-def _order(judged: Judged[object]) -> float:
+def _order(judged: Judged[Any]) -> float:
     """Sort key of a failed attempt: its score, NaN last."""
     return judged.score if judged.score == judged.score else float("inf")
 

@@ -57,7 +57,7 @@ class _Frozen(BaseModel):
             raise CalibrationError(f"invalid {type(self).__name__}:\n{exc}") from None
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:
@@ -68,7 +68,7 @@ class _Frozen(BaseModel):
         return type(self).model_validate({**self.model_dump(), **dict(update or {})})
 
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:  # type: ignore[override]
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as exc:

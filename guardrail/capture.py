@@ -212,7 +212,7 @@ def _generation_config(model: Any, kwargs: dict[str, Any]) -> Any:
     A mode asked for in ``kwargs`` or set in the model's own config is refused; the copy sets
     the neutral values explicitly. The model's config object is never modified.
     """
-    config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
+    config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())  # type: ignore[no-untyped-call]
     for name, why in _UNSUPPORTED.items():
         sources = (("", kwargs.get(name)), (" (set in the model's generation config)", getattr(config, name, None)))
         for where, value in sources:

@@ -134,6 +134,16 @@ class Guard:
         """The exact text the model is fed for ``question`` at attempt ``step`` (default: the first)."""
         return self._prompts.text(self._prompt(question, raw=raw), step or RetryStep())
 
+    def prompt_ids(self, question: PromptLike, *, raw: bool = False, step: RetryStep | None = None) -> list[int]:
+        """The exact token ids the model is fed for ``question`` (BOS included when the tokenizer adds one)."""
+        return self._prompts.ids(self._prompt(question, raw=raw), step or RetryStep())
+
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone, without special tokens (how an answer is tokenized)."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"`text` must be a str, got {type(text).__name__}: {text!r}")
+        return self._prompts.answer_ids(text) if text else []
+
     def make_localizer(self, localizer: str | Localizer) -> Localizer:
         """A localizer by name (``"heuristic"``, ``"llm"``, ``"whole"``) or the object itself;
         ``"llm"`` extracts the answer with this guard's model."""
@@ -451,7 +461,7 @@ _CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar
 
 def _stream_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Split :meth:`Guard.astream` keyword arguments like :meth:`Guard.stream` does."""
-    named = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step") if k in kwargs}
+    named: dict[str, Any] = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step") if k in kwargs}
     return {**named, "generation": kwargs}
 
 

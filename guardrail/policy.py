@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 from guardrail.errors import InvalidInputError
 from guardrail.validation import check_finite, check_int, check_text
 
-__all__ = ["MAX_ATTEMPTS", "Action", "Policy", "RetryStep"]
+__all__ = ["MAX_ATTEMPTS", "Action", "Policy", "RetryStep", "as_policy"]
 
 OnHallucination = Literal["flag", "retry", "abstain"]
 RetryStrategy = Literal["resample", "feedback"]
@@ -192,6 +192,25 @@ class Policy:
             feedback=feedback,
             previous_answer=previous_answer if feedback else None,
         )
+
+
+def as_policy(value: object, *, abstain_text: str | None = None) -> Policy:
+    """A :class:`Policy` from a policy, ``None`` (flag) or an ``on_hallucination`` name.
+
+    Args:
+        value: a :class:`Policy`, ``None``, ``"flag"``, ``"retry"`` or ``"abstain"``.
+        abstain_text: the abstention text of a policy built here (default: the policy's own).
+    """
+    if isinstance(value, Policy):
+        return value
+    if value is None or isinstance(value, str):
+        _one_of("policy", value or "flag", get_args(OnHallucination))
+        extra = {} if abstain_text is None else {"abstain_text": abstain_text}
+        return Policy(on_hallucination=value or "flag", **extra)  # type: ignore[arg-type]
+    raise InvalidInputError(
+        f"`policy` must be a guardrail.Policy or one of {get_args(OnHallucination)}, "
+        f"got {type(value).__name__}: {value!r}"
+    )
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

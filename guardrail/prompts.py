@@ -221,6 +221,7 @@ GENERATION_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "repetition_penalty": _positive,
     "no_repeat_ngram_size": _count,
     "stop_strings": _stop_strings,
+    "max_time": _positive,
     "seed": _seed,
 }
 """Decoding options an attempt accepts, each with its check. Anything else (beam search,
@@ -236,10 +237,7 @@ def check_generation(options: Mapping[str, Any]) -> dict[str, Any]:
             f"unsupported decoding option(s) {unknown}; the guard accepts {sorted(GENERATION_OPTIONS)}"
         )
     checked = {name: GENERATION_OPTIONS[name](name, value) for name, value in options.items()}
-    if "min_new_tokens" in checked and checked["min_new_tokens"] > checked.get(
-        "max_new_tokens", checked["min_new_tokens"]
-    ):
-        raise InvalidInputError(
-            f"`min_new_tokens`={checked['min_new_tokens']} exceeds `max_new_tokens`={checked['max_new_tokens']}"
-        )
+    low, high = checked.get("min_new_tokens"), checked.get("max_new_tokens")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        raise InvalidInputError(f"`min_new_tokens`={low} exceeds `max_new_tokens`={high}")
     return checked

@@ -84,12 +84,12 @@ def tiny_guard(tiny_model: Any, tiny_tokenizer: Any) -> Any:
 
 @pytest.fixture
 def event_handler() -> Iterator[Any]:
-    """A ``SpilledEnergyEventHandler`` on LlamaIndex's root dispatcher for one test."""
+    """A ``SpillguardEventHandler`` on LlamaIndex's root dispatcher for one test."""
     from llama_index.core.instrumentation import get_dispatcher
 
-    from llama_index_spillguard import SpilledEnergyEventHandler
+    from llama_index_spillguard import SpillguardEventHandler
 
-    handler = SpilledEnergyEventHandler()
+    handler = SpillguardEventHandler()
     get_dispatcher().add_event_handler(handler)
     yield handler
     get_dispatcher().event_handlers.remove(handler)
@@ -124,3 +124,19 @@ def closed_event_loop() -> Iterator[None]:
     yield
     asyncio.set_event_loop(None)
     loop.close()
+
+
+def make_verdict(answer: str, score: float | None, threshold: float = 1.0, question: str = "q") -> Any:
+    """A real core :class:`Verdict` about ``answer`` with a chosen score (one-token scores)."""
+    import math
+
+    import numpy as np
+
+    from guardrail import Action, Attempt, Span, TokenScores, Verdict
+
+    value = math.inf if score is None else score
+    scores = TokenScores(np.array([1]), np.array([0.0]), np.array([0.0]), np.array([0.0]), np.array([0.0]))
+    span = Span(0, 1, 0, len(answer), answer, "explicit")
+    attempt = Attempt(answer, (answer,), scores, span, value, "greedy", 1)
+    action = Action.ALLOW if value <= threshold else Action.FLAG
+    return Verdict(question, answer, action, threshold, (attempt,), 0, "test calibration")

@@ -1,11 +1,13 @@
 """LangChain integration of spillguard: a guarded local chat model, a callback, a Runnable guard.
 
->>> from langchain_spillguard import ChatSpillguard, HallucinationGuard, SpillguardCallbackHandler
+>>> from langchain_spillguard import ChatSpillguard, SpillguardRunnable, SpillguardCallbackHandler
 >>> chat = ChatSpillguard()                              # bundled SmolLM2-135M-Instruct
 >>> message = chat.invoke("What is the capital of Mali?")
 >>> message.response_metadata["spillguard"]["score"]
 
-Install with ``pip install "spillguard[langchain]"``.
+Names follow LangChain's partner packages (``Chat<Provider>``, ``<Provider>CallbackHandler``);
+the exceptions are the core's (:mod:`guardrail.errors`), re-exported here. Install with
+``pip install "spillguard[langchain]"``.
 """
 
 try:
@@ -16,34 +18,39 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         'install it with: pip install "spillguard[langchain]"'
     ) from exc
 
-from langchain_spillguard.callbacks import (
-    AsyncSpillguardCallbackHandler as AsyncSpillguardCallbackHandler,
-)
+from guardrail import HallucinationDetected as HallucinationDetected
+from guardrail import NotGuardedError as NotGuardedError
+from guardrail import UnscoredResponseError as UnscoredResponseError
+from guardrail.deprecation import deprecated_aliases
+from langchain_spillguard.callbacks import AsyncSpillguardCallbackHandler as AsyncSpillguardCallbackHandler
 from langchain_spillguard.callbacks import RunRecord as RunRecord
-from langchain_spillguard.callbacks import (
-    SpillguardCallbackHandler as SpillguardCallbackHandler,
-)
+from langchain_spillguard.callbacks import SpillguardCallbackHandler as SpillguardCallbackHandler
 from langchain_spillguard.chat_model import ChatSpillguard as ChatSpillguard
-from langchain_spillguard.errors import HallucinationFlagged as HallucinationFlagged
-from langchain_spillguard.errors import NotGuardedError as NotGuardedError
-from langchain_spillguard.errors import UnscoredResponseError as UnscoredResponseError
-from langchain_spillguard.evidence import DECODING_KEY as DECODING_KEY
 from langchain_spillguard.evidence import METADATA_KEY as METADATA_KEY
+from langchain_spillguard.evidence import STEP_KEY as STEP_KEY
 from langchain_spillguard.evidence import Evidence as Evidence
 from langchain_spillguard.evidence import evidence_of as evidence_of
-from langchain_spillguard.runnable import HallucinationGuard as HallucinationGuard
+from langchain_spillguard.runnable import SpillguardRunnable as SpillguardRunnable
 
 __all__ = [
-    "DECODING_KEY",
     "METADATA_KEY",
+    "STEP_KEY",
     "AsyncSpillguardCallbackHandler",
     "ChatSpillguard",
     "Evidence",
-    "HallucinationFlagged",
-    "HallucinationGuard",
+    "HallucinationDetected",
     "NotGuardedError",
     "RunRecord",
     "SpillguardCallbackHandler",
+    "SpillguardRunnable",
     "UnscoredResponseError",
     "evidence_of",
 ]
+
+__getattr__ = deprecated_aliases(
+    __name__,
+    {
+        "HallucinationGuard": ("langchain_spillguard.SpillguardRunnable", SpillguardRunnable),
+        "HallucinationFlagged": ("guardrail.HallucinationDetected", HallucinationDetected),
+    },
+)

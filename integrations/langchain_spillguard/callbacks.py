@@ -2,15 +2,17 @@
 
 Attach one to a whole chain with ``chain.invoke(x, config={"callbacks": [handler]})``. The
 handler observes; it changes nothing unless ``raise_error=True``, in which case a flagged (or
-unscored) answer raises :class:`~langchain_spillguard.HallucinationFlagged` out of ``invoke``
-(LangChain propagates handler errors only for handlers with ``raise_error``). For retry or
-abstention use :class:`~langchain_spillguard.HallucinationGuard`.
+unscored) answer raises :class:`guardrail.HallucinationDetected` out of ``invoke`` (LangChain
+propagates handler errors only for handlers with ``raise_error``). A model that raised
+:class:`~guardrail.HallucinationDetected` itself (``raise_on_hallucination=True``) is recorded
+as flagged from the exception's evidence. For retry or abstention use
+:class:`~langchain_spillguard.SpillguardRunnable`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,9 +23,9 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from guardrail.errors import InvalidInputError
-from langchain_spillguard.errors import HallucinationFlagged, UnscoredResponseError
-from langchain_spillguard.evidence import Evidence, evidence_of
+from guardrail import Evidence, HallucinationDetected, UnscoredResponseError
+from guardrail.validation import check_finite
+from langchain_spillguard.evidence import evidence_of
 
 __all__ = ["AsyncSpillguardCallbackHandler", "RunRecord", "SpillguardCallbackHandler"]
 
@@ -74,9 +76,7 @@ class _Recorder:
         logger: logging.Logger | None = None,
         log_level: int = logging.WARNING,
     ) -> None:
-        if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
-            raise InvalidInputError(f"`threshold` must be a finite number or None, got {threshold!r}")
-        self.threshold = threshold
+        self.threshold = None if threshold is None else check_finite("threshold", threshold)
         self.raise_error = raise_error
         self.logger = logger or _LOGGER
         self.log_level = log_level
@@ -106,18 +106,33 @@ class _Recorder:
 
     def _end(self, response: LLMResult, run_id: UUID, parent_run_id: UUID | None) -> None:
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
-        evidence = evidence_of(generation) if isinstance(generation, ChatGeneration) else None
         text = generation.text if generation is not None else ""
-        with self._lock:
-            prompt = self._prompts.pop(run_id, None)
-        record = self._record(evidence, run_id, parent_run_id, prompt, text)
-        with self._lock:
-            self.records[run_id] = record
-        self._report(record)
+        try:
+            evidence = evidence_of(generation) if isinstance(generation, ChatGeneration) else None
+            if evidence is not None:
+                evidence.check(text)
+        except UnscoredResponseError:
+            evidence = None
+        self._store(self._record(evidence, run_id, parent_run_id, self._pop_prompt(run_id), text))
 
-    def _forget(self, run_id: UUID) -> None:
+    def _error(self, error: BaseException, run_id: UUID, parent_run_id: UUID | None) -> None:
+        """A model that raised a flagged verdict is recorded as flagged; other failures are dropped."""
+        prompt = self._pop_prompt(run_id)
+        if isinstance(error, HallucinationDetected) and error.evidence is not None:
+            evidence = error.evidence
+            record = self._record(evidence, run_id, parent_run_id, prompt, evidence.text)
+            with self._lock:
+                self.records[run_id] = record  # already raised by the model: record and log only
+            self._log(record)
+
+    def _pop_prompt(self, run_id: UUID) -> str | None:
         with self._lock:
-            self._prompts.pop(run_id, None)
+            return self._prompts.pop(run_id, None)
+
+    def _store(self, record: RunRecord) -> None:
+        with self._lock:
+            self.records[record.run_id] = record
+        self._report(record)
 
     def _record(
         self, evidence: Evidence | None, run_id: UUID, parent_run_id: UUID | None, prompt: str | None, text: str
@@ -128,25 +143,28 @@ class _Recorder:
         status: Status = "flagged" if evidence.flagged_by(threshold) else "allowed"
         return RunRecord(run_id, parent_run_id, prompt, text, status, evidence.score, threshold, dict(evidence.data))
 
-    def _report(self, record: RunRecord) -> None:
-        if record.status == "allowed":
-            return
+    def _log(self, record: RunRecord) -> None:
         if record.status == "unscored":
             self.logger.log(self.log_level, "spillguard: run %s has no spillguard scores: not allowed", record.run_id)
-            if self.raise_error:
-                raise UnscoredResponseError("the model response", run_id=record.run_id)
+        elif record.status == "flagged":
+            self.logger.log(
+                self.log_level, "spillguard: run %s flagged: score %.3f > threshold %.3f, answer %r",
+                record.run_id, record.score, record.threshold, record.text,
+            )  # fmt: skip
+
+    def _report(self, record: RunRecord) -> None:
+        self._log(record)
+        if not self.raise_error or record.status == "allowed":
             return
-        self.logger.log(
-            self.log_level,
-            "spillguard: run %s flagged: score %.3f > threshold %.3f, answer %r",
-            record.run_id,
-            record.score,
-            record.threshold,
-            record.text,
-        )
-        if self.raise_error:
-            assert record.evidence is not None
-            raise HallucinationFlagged({**record.evidence, "threshold": record.threshold}, run_id=record.run_id)
+        if record.status == "unscored":
+            raise UnscoredResponseError(
+                "the model response",
+                "it carries no spillguard scores (or none valid for its text)",
+                run_id=record.run_id,
+            )
+        assert record.evidence is not None and record.threshold is not None
+        evidence = dataclasses.replace(Evidence.from_dict(record.evidence), threshold=record.threshold)
+        raise HallucinationDetected(evidence, run_id=record.run_id)
 
 
 class SpillguardCallbackHandler(_Recorder, BaseCallbackHandler):
@@ -154,9 +172,9 @@ class SpillguardCallbackHandler(_Recorder, BaseCallbackHandler):
 
     Args:
         threshold: flag above this score instead of the model's calibrated threshold.
-        raise_error: raise :class:`~langchain_spillguard.HallucinationFlagged` (or
-            :class:`~langchain_spillguard.UnscoredResponseError`) out of ``invoke`` for a
-            flagged (or unscored) answer; default: record and log only.
+        raise_error: raise :class:`guardrail.HallucinationDetected` (or
+            :class:`guardrail.UnscoredResponseError`) out of ``invoke`` for a flagged (or
+            unscored) answer; default: record and log only.
         logger: where flags are logged (default ``logging.getLogger("langchain_spillguard")``).
         log_level: level of the flag messages.
 
@@ -185,8 +203,8 @@ class SpillguardCallbackHandler(_Recorder, BaseCallbackHandler):
     def on_llm_error(
         self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        """Drop the state of a failed run."""
-        self._forget(run_id)
+        """Record a run whose model raised its flagged verdict; drop the state of any other failure."""
+        self._error(error, run_id, parent_run_id)
 
 
 class AsyncSpillguardCallbackHandler(_Recorder, AsyncCallbackHandler):
@@ -213,5 +231,5 @@ class AsyncSpillguardCallbackHandler(_Recorder, AsyncCallbackHandler):
     async def on_llm_error(
         self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        """Drop the state of a failed run."""
-        self._forget(run_id)
+        """Record a run whose model raised its flagged verdict; drop the state of any other failure."""
+        self._error(error, run_id, parent_run_id)

@@ -3,80 +3,33 @@
 A :class:`~langchain_spillguard.ChatSpillguard` answer holds, in ``AIMessage.response_metadata``
 (and in its ``generation_info``):
 
-- ``"spillguard"``: the verdict, JSON-ready (:meth:`guardrail.Verdict.to_dict`): ``action``,
-  ``answer``, ``text``, ``score`` (``None`` for an empty answer, which is never allowed),
-  ``threshold``, ``hallucinated``, ``span``, ``calibration`` and every attempt with its
-  per-token ``tokens``, ``spilled_energy``, ``logprob``, ... arrays;
-- ``"logprobs"``: OpenAI-shaped ``{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}``
-  of the chosen answer, for tools that read logprobs (``top_logprobs`` is always empty);
+- ``"spillguard"`` (:data:`guardrail.METADATA_KEY`): the sealed verdict,
+  :meth:`guardrail.Verdict.to_dict`: ``action``, ``answer``, ``text``, ``score`` (``None`` for an
+  empty answer, which is never allowed), ``threshold``, ``hallucinated``, ``span``,
+  ``calibration`` and every attempt (per-token arrays only with ``logprobs=True``);
+- ``"logprobs"`` (with ``logprobs=True``): OpenAI-shaped ``{"content": [{"token", "logprob",
+  "bytes", "top_logprobs"}]}`` of the chosen answer (``top_logprobs`` is always empty);
 - ``"model_name"``, ``"model_provider"`` and ``"finish_reason"``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration
 
-from guardrail.verdict import Verdict
+from guardrail import METADATA_KEY, Evidence, Verdict
 
-__all__ = ["DECODING_KEY", "METADATA_KEY", "Evidence", "evidence_of", "logprobs_of", "verdict_metadata"]
+__all__ = ["METADATA_KEY", "STEPS_KEY", "STEP_KEY", "Evidence", "evidence_of", "logprobs_of"]
 
-METADATA_KEY = "spillguard"
-"""Key of the verdict in ``response_metadata``."""
-
-DECODING_KEY = "spillguard_decoding"
-"""Key, in a run's config ``metadata``, of a decoding change for the guarded models of that run."""
+STEP_KEY = "spillguard_step"
+"""Key, in a run's config ``metadata``, of the :class:`guardrail.RetryStep` (as a dict) that the
+guarded chat models of that run generate (set by :class:`~langchain_spillguard.SpillguardRunnable`)."""
 
 STEPS_KEY = "spillguard_steps"
-"""Key of the per-token energies in streamed chunks (one token late)."""
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """The spillguard verdict read back from a message.
-
-    Attributes:
-        answer: the model's answer (also when the text shown is an abstention).
-        text: the message text the verdict produced.
-        action: ``"allow"``, ``"flag"`` or ``"abstain"``.
-        score: the answer's score, higher = more likely hallucinated; ``inf`` if unscorable.
-        threshold: the calibrated threshold.
-        data: the whole ``response_metadata["spillguard"]`` dict.
-    """
-
-    answer: str
-    text: str
-    action: str
-    score: float
-    threshold: float
-    data: Mapping[str, Any]
-
-    @property
-    def hallucinated(self) -> bool:
-        """Whether the answer scored above the threshold (an unscorable answer always does)."""
-        return not self.score <= self.threshold
-
-    def flagged_by(self, threshold: float | None) -> bool:
-        """Whether the answer is above ``threshold`` (default: the calibrated threshold)."""
-        return not self.score <= (self.threshold if threshold is None else threshold)
-
-    @classmethod
-    def from_metadata(cls, data: Mapping[str, Any]) -> Evidence:
-        """Parse ``response_metadata["spillguard"]``."""
-        score = data.get("score")
-        return cls(
-            answer=str(data.get("answer", "")),
-            text=str(data.get("text", "")),
-            action=str(data.get("action", "")),
-            score=math.inf if score is None else float(score),
-            threshold=float(data["threshold"]),
-            data=data,
-        )
+"""Key of the per-token energies in streamed chunks (with ``logprobs=True``; one token late)."""
 
 
 def evidence_of(output: object) -> Evidence | None:
@@ -85,6 +38,9 @@ def evidence_of(output: object) -> Evidence | None:
     Args:
         output: an ``AIMessage`` (or chunk), a ``ChatGeneration``, or a ``response_metadata``
             mapping.
+
+    Raises:
+        UnscoredResponseError: the metadata is there but malformed.
     """
     if isinstance(output, ChatGeneration):
         metadata: object = {**(output.generation_info or {}), **output.message.response_metadata}
@@ -92,12 +48,9 @@ def evidence_of(output: object) -> Evidence | None:
         metadata = output.response_metadata
     else:
         metadata = output
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, Mapping) or METADATA_KEY not in metadata:
         return None
-    data = metadata.get(METADATA_KEY)
-    if not isinstance(data, Mapping) or "threshold" not in data:
-        return None
-    return Evidence.from_metadata(data)
+    return Evidence.from_dict(metadata[METADATA_KEY])
 
 
 def logprobs_of(verdict: Verdict) -> dict[str, list[dict[str, Any]]]:
@@ -109,8 +62,3 @@ def logprobs_of(verdict: Verdict) -> dict[str, list[dict[str, Any]]]:
             for token, lp in zip(best.tokens, best.scores.logprob, strict=True)
         ]
     }
-
-
-def verdict_metadata(verdict: Verdict) -> dict[str, Any]:
-    """The ``generation_info`` / ``response_metadata`` entries of a verdict."""
-    return {METADATA_KEY: verdict.to_dict(), "logprobs": logprobs_of(verdict)}

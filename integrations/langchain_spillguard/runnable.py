@@ -1,69 +1,66 @@
-"""``HallucinationGuard``: a Runnable that flags, retries or abstains on high-spill answers.
+"""``SpillguardRunnable``: a Runnable that flags, retries or abstains on high-spill answers.
 
->>> guard = HallucinationGuard(prompt | ChatSpillguard(), policy=Policy(on_hallucination="retry"))
->>> (guard | StrOutputParser()).invoke({"question": "What is the capital of Mali?"})
+>>> guarded = SpillguardRunnable(prompt | ChatSpillguard(), policy="retry")
+>>> (guarded | StrOutputParser()).invoke({"question": "What is the capital of Mali?"})
 
-Control flow lives here, not in callbacks. Each retry changes the decoding of the guarded chat
-models of the wrapped chain (sampling with the policy's temperature and a per-attempt seed, plus
-a feedback message under ``retry_strategy="feedback"``), passed down through the run's config
-metadata under :data:`~langchain_spillguard.DECODING_KEY`; greedy retries would repeat the
-answer. The lowest-scoring attempt is kept.
+Control flow lives here, not in callbacks: the core's attempt loop
+(:func:`guardrail.run_attempts`) runs the wrapped chain once per attempt. Each retry's
+:class:`guardrail.RetryStep` (sampling temperature, seed, feedback turn) reaches the guarded chat
+models of the chain through the run's config metadata under
+:data:`~langchain_spillguard.evidence.STEP_KEY`; they generate exactly that attempt. Every
+output is judged on exactly the text it returns: its sealed evidence must be about that text.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForChainRun,
-    CallbackManagerForChainRun,
-)
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.runnables import (
-    Runnable,
-    RunnableBinding,
-    RunnableConfig,
-    RunnableSequence,
-    RunnableSerializable,
-)
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, patch_config
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from guardrail.policy import Action, Policy
-from langchain_spillguard.chat_model import ChatSpillguard
-from langchain_spillguard.errors import (
-    HallucinationFlagged,
-    NotGuardedError,
-    UnscoredResponseError,
-)
-from langchain_spillguard.evidence import (
-    DECODING_KEY,
+from guardrail import (
     METADATA_KEY,
-    STEPS_KEY,
+    Action,
+    AttemptLoop,
+    Decision,
     Evidence,
-    evidence_of,
+    HallucinationDetected,
+    Judged,
+    NotGuardedError,
+    Policy,
+    RetryStep,
+    UnscoredResponseError,
+    arun_attempts,
+    run_attempts,
 )
+from guardrail.policy import as_policy
+from guardrail.validation import finite_or_none
+from langchain_spillguard.chat_model import ChatSpillguard
+from langchain_spillguard.evidence import STEP_KEY, STEPS_KEY, evidence_of
 
-__all__ = ["HallucinationGuard"]
+__all__ = ["SpillguardRunnable"]
 
 _RETRY_TAG = re.compile(r"^retry:attempt:(\d+)$")
 
 
-class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
+class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
     """Guards a :class:`ChatSpillguard` (or a chain ending in one) with a flag/retry/abstain policy.
 
     Args:
         bound: the chat model or chain to guard; its output must be the model's message.
-        policy: :class:`guardrail.Policy`: ``flag`` (default) marks the answer, ``retry``
-            regenerates up to ``max_attempts`` attempts with a change per attempt and keeps the
-            best, ``abstain`` returns ``abstain_text`` with the evidence in metadata.
-        raise_on_hallucination: raise :class:`~langchain_spillguard.HallucinationFlagged` when the
-            final answer is still above the threshold (after the policy), for ``with_retry`` /
+        policy: a :class:`guardrail.Policy` or ``"flag"`` (default: marks the answer),
+            ``"retry"`` (regenerates up to ``max_attempts`` attempts and keeps the first that
+            passes, else the lowest score) or ``"abstain"`` (returns ``abstain_text`` with the
+            evidence in metadata).
+        raise_on_hallucination: raise :class:`guardrail.HallucinationDetected` when the final
+            answer is still above the threshold (after the policy), for ``with_retry`` /
             ``with_fallbacks``. Under ``with_retry`` each retry also changes the decoding.
 
     The output is the chosen ``AIMessage``; ``response_metadata["spillguard"]`` holds the final
@@ -75,7 +72,7 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
     Raises:
         NotGuardedError: ``bound`` is a chat model other than ``ChatSpillguard``, an LLM, or
             ends in an output parser (which drops the scores).
-        UnscoredResponseError: at run time, when the output carries no spillguard scores.
+        UnscoredResponseError: at run time, when an output carries no valid evidence for its text.
     """
 
     bound: Runnable[Any, Any]
@@ -89,11 +86,14 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
             kwargs["bound"] = bound
         super().__init__(**kwargs)
 
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _as_policy(cls, value: object) -> Policy:
+        return as_policy(value)
+
     @model_validator(mode="after")
-    def _check_bound(self) -> HallucinationGuard:
+    def _check_bound(self) -> SpillguardRunnable:
         _check_guarded(self.bound)
-        if not isinstance(self.policy, Policy):
-            raise NotGuardedError(f"`policy` must be a guardrail.Policy, got {type(self.policy).__name__}")
         return self
 
     @classmethod
@@ -109,26 +109,18 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
         return await self._acall_with_config(self._arun, input, config, run_type="chain", **kwargs)
 
     def _run(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> BaseMessage:
-        tried: list[tuple[BaseMessage, Evidence, str]] = []
-        for attempt in self._attempts(run_manager.tags):
-            change = self._change(attempt, tried)
-            output = self.bound.invoke(input, self._child_config(config, run_manager, attempt, change))
-            tried.append((*_scored(output), _label(change)))
-            if not tried[-1][1].hallucinated:
-                break
-        return self._decide(tried)
+        def attempt(step: RetryStep) -> Judged[BaseMessage]:
+            return _judged(self.bound.invoke(input, _child_config(config, run_manager, step)), step)
+
+        return self._finish(run_attempts(self.policy, attempt, first=_first_attempt(run_manager.tags)))
 
     async def _arun(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> BaseMessage:
-        tried: list[tuple[BaseMessage, Evidence, str]] = []
-        for attempt in self._attempts(run_manager.tags):
-            change = self._change(attempt, tried)
-            output = await self.bound.ainvoke(input, self._child_config(config, run_manager, attempt, change))
-            tried.append((*_scored(output), _label(change)))
-            if not tried[-1][1].hallucinated:
-                break
-        return self._decide(tried)
+        async def attempt(step: RetryStep) -> Judged[BaseMessage]:
+            return _judged(await self.bound.ainvoke(input, _child_config(config, run_manager, step)), step)
+
+        return self._finish(await arun_attempts(self.policy, attempt, first=_first_attempt(run_manager.tags)))
 
     # -- stream ----------------------------------------------------------------------------
 
@@ -151,110 +143,111 @@ class HallucinationGuard(RunnableSerializable[Any, BaseMessage]):
     def _transform(
         self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Iterator[BaseMessage]:
-        input = _single(inputs)
-        tried: list[tuple[BaseMessage, Evidence, str]] = []
-        passthrough = self.policy.on_hallucination == "flag"
-        for attempt in self._attempts(run_manager.tags):
-            change = self._change(attempt, tried)
-            streamed = _StreamedAttempt(passthrough)
-            for chunk in self.bound.stream(input, self._child_config(config, run_manager, attempt, change)):
+        input = list(inputs)[-1]
+        loop: AttemptLoop[BaseMessage] = AttemptLoop(self.policy, first=_first_attempt(run_manager.tags))
+        streamed = _StreamedAttempt(self.policy)
+        while (step := loop.next_step()) is not None:
+            streamed = _StreamedAttempt(self.policy)
+            for chunk in self.bound.stream(input, _child_config(config, run_manager, step)):
                 if streamed.take(chunk):
                     yield chunk
-            tried.append((*_scored(streamed.merged), _label(change)))
-            if not tried[-1][1].hallucinated:
-                break
-        yield from self._finish_stream(tried, streamed.held, passthrough)
+            loop.record(_judged(streamed.message(), step))
+        yield from self._finish_stream(loop.decide(), streamed)
 
     async def _atransform(
         self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> AsyncIterator[BaseMessage]:
-        input = [x async for x in inputs][-1]  # the last input, as in _single
-        tried: list[tuple[BaseMessage, Evidence, str]] = []
-        passthrough = self.policy.on_hallucination == "flag"
-        for attempt in self._attempts(run_manager.tags):
-            change = self._change(attempt, tried)
-            streamed = _StreamedAttempt(passthrough)
-            async for chunk in self.bound.astream(input, self._child_config(config, run_manager, attempt, change)):
+        input = [x async for x in inputs][-1]
+        loop: AttemptLoop[BaseMessage] = AttemptLoop(self.policy, first=_first_attempt(run_manager.tags))
+        streamed = _StreamedAttempt(self.policy)
+        while (step := loop.next_step()) is not None:
+            streamed = _StreamedAttempt(self.policy)
+            async for chunk in self.bound.astream(input, _child_config(config, run_manager, step)):
                 if streamed.take(chunk):
                     yield chunk
-            tried.append((*_scored(streamed.merged), _label(change)))
-            if not tried[-1][1].hallucinated:
-                break
-        for chunk in self._finish_stream(tried, streamed.held, passthrough):
+            loop.record(_judged(streamed.message(), step))
+        for chunk in self._finish_stream(loop.decide(), streamed):
             yield chunk
 
-    def _finish_stream(
-        self, tried: list[tuple[BaseMessage, Evidence, str]], held: list[Any], passthrough: bool
-    ) -> Iterator[BaseMessage]:
-        """The last chunks: the held answer (or the chosen one, or the abstention) + the verdict."""
-        final = self._decide(tried)
-        chosen_is_last = final.response_metadata[METADATA_KEY]["guard"]["chosen"] == len(tried) - 1
-        action = final.response_metadata[METADATA_KEY]["action"]
+    # -- the decision ----------------------------------------------------------------------
+
+    def _finish(self, decision: Decision[BaseMessage]) -> AIMessage:
+        """The chosen message with the final decision in its (resealed) metadata."""
+        best = decision.best
+        data = _decided(decision, self.policy)
+        final = AIMessage(
+            content=decision.text,
+            response_metadata={**best.result.response_metadata, METADATA_KEY: data},
+            usage_metadata=getattr(best.result, "usage_metadata", None),
+            id=best.result.id,
+        )
+        if self.raise_on_hallucination and decision.action is not Action.ALLOW:
+            raise HallucinationDetected(Evidence.from_dict(data))
+        return final
+
+    def _finish_stream(self, decision: Decision[BaseMessage], last: _StreamedAttempt) -> Iterator[BaseMessage]:
+        """The last chunks: the held answer (or the abstention) and the decision."""
+        final = self._finish(decision)
         metadata = {k: v for k, v in final.response_metadata.items() if k != STEPS_KEY}
-        if passthrough or (chosen_is_last and action != Action.ABSTAIN.value):
-            text_chunks = [c for c in held if not _carries_verdict(c)]
-            yield from text_chunks
+        if last.passthrough or (
+            decision.chosen == len(decision.attempts) - 1 and decision.action is not Action.ABSTAIN
+        ):
+            yield from last.held_text()
             yield AIMessageChunk(content="", response_metadata=metadata, chunk_position="last")
         else:
             yield AIMessageChunk(content=final.text, response_metadata=metadata, chunk_position="last")
 
-    # -- steps -----------------------------------------------------------------------------
 
-    def _attempts(self, tags: list[str]) -> range:
-        """Attempt numbers of this run; under ``with_retry`` attempt N starts at N."""
-        first = max([int(m.group(1)) for t in tags if (m := _RETRY_TAG.match(t))], default=1)
-        return range(first, first + self.policy.attempts)
+def _decided(decision: Decision[BaseMessage], policy: Policy) -> dict[str, Any]:
+    """The chosen attempt's evidence with the final action, text and every attempt, resealed."""
+    evidence = evidence_of(decision.best.result)
+    assert evidence is not None  # every recorded attempt was judged
+    return evidence.updated(
+        action=decision.action.value,
+        text=decision.text,
+        hallucinated=decision.action is not Action.ALLOW,
+        guard={
+            "policy": policy.on_hallucination,
+            "chosen": decision.chosen,
+            "attempts": [
+                {"answer": j.answer, "score": finite_or_none(j.score), "decoding": j.step.label()}
+                for j in decision.attempts
+            ],
+        },
+    )
 
-    def _change(self, attempt: int, tried: list[tuple[BaseMessage, Evidence, str]]) -> dict[str, Any]:
-        change = self.policy.retry_decoding(attempt)
-        if "feedback" in change:
-            previous = tried[-1][1].answer if tried else None
-            change = (
-                {**change, "previous_answer": previous}
-                if previous
-                else {k: v for k, v in change.items() if k != "feedback"}
-            )
-        return change
 
-    @staticmethod
-    def _child_config(
-        config: RunnableConfig,
-        run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
-        attempt: int,
-        change: Mapping[str, Any],
-    ) -> RunnableConfig:
-        child = patch_config(config, callbacks=run_manager.get_child(f"spillguard:attempt:{attempt}"))
-        child["metadata"] = {**ensure_config(config).get("metadata", {}), DECODING_KEY: dict(change)}
-        return child
-
-    def _decide(self, tried: list[tuple[BaseMessage, Evidence, str]]) -> BaseMessage:
-        chosen = min(range(len(tried)), key=lambda i: tried[i][1].score)
-        message, evidence, _ = tried[chosen]
-        action = self.policy.decide(evidence.score, evidence.threshold)
-        text = self.policy.abstain_text if action is Action.ABSTAIN else message.text
-        data = {
-            **evidence.data,
-            "action": action.value,
-            "text": text,
-            "hallucinated": action is not Action.ALLOW,
-            "guard": {
-                "policy": self.policy.on_hallucination,
-                "chosen": chosen,
-                "attempts": [
-                    {"answer": e.answer, "score": e.score if math.isfinite(e.score) else None, "decoding": label}
-                    for _, e, label in tried
-                ],
-            },
-        }
-        final = AIMessage(
-            content=text,
-            response_metadata={**message.response_metadata, METADATA_KEY: data},
-            usage_metadata=getattr(message, "usage_metadata", None),
-            id=message.id,
+def _judged(output: object, step: RetryStep) -> Judged[BaseMessage]:
+    """An output with its evidence, which must be sealed and about exactly its text."""
+    if not isinstance(output, BaseMessage):
+        raise UnscoredResponseError(
+            f"the guarded runnable's output ({type(output).__name__})",
+            "it is not a chat message with spillguard metadata",
         )
-        if self.raise_on_hallucination and action is not Action.ALLOW:
-            raise HallucinationFlagged(data)
-        return final
+    evidence = evidence_of(output)
+    if evidence is None:
+        raise UnscoredResponseError(
+            f"the guarded runnable's {type(output).__name__}",
+            "it carries no spillguard scores (no response_metadata['spillguard']); produce it with ChatSpillguard "
+            "and keep the AIMessage (put output parsers after the guard)",
+        )
+    evidence.check(output.text, what=f"the guarded runnable's {type(output).__name__}")
+    return Judged(output, evidence.answer, evidence.score, evidence.threshold, step)
+
+
+def _child_config(
+    config: RunnableConfig,
+    run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
+    step: RetryStep,
+) -> RunnableConfig:
+    child = patch_config(config, callbacks=run_manager.get_child(f"spillguard:attempt:{step.attempt}"))
+    child["metadata"] = {**ensure_config(config).get("metadata", {}), STEP_KEY: step.to_dict()}
+    return child
+
+
+def _first_attempt(tags: list[str]) -> int:
+    """Under ``with_retry`` attempt N of the outer retry starts this loop at attempt N."""
+    return max([int(m.group(1)) for t in tags if (m := _RETRY_TAG.match(t))], default=1)
 
 
 def _check_guarded(bound: object) -> None:
@@ -272,7 +265,7 @@ def _check_guarded(bound: object) -> None:
     if isinstance(last, BaseOutputParser):
         raise NotGuardedError(
             f"`bound` ends in the output parser {type(last).__name__}, which drops the model's "
-            "scores; put the parser after the guard: HallucinationGuard(prompt | chat) | parser"
+            "scores; put the parser after the guard: SpillguardRunnable(prompt | chat) | parser"
         )
 
 
@@ -286,43 +279,30 @@ def _last_step(runnable: Runnable[Any, Any]) -> Runnable[Any, Any]:
             return runnable
 
 
-def _scored(output: object) -> tuple[BaseMessage, Evidence]:
-    if not isinstance(output, BaseMessage):
-        raise UnscoredResponseError(f"the guarded runnable's output ({type(output).__name__})")
-    evidence = evidence_of(output)
-    if evidence is None:
-        raise UnscoredResponseError(f"the guarded runnable's {type(output).__name__}")
-    return output, evidence
-
-
 class _StreamedAttempt:
-    """The chunks of one streamed attempt: merged for scoring, held back unless passed through."""
+    """The chunks of one streamed attempt: merged for judging, held back unless passed through."""
 
-    def __init__(self, passthrough: bool) -> None:
-        self.passthrough = passthrough
+    def __init__(self, policy: Policy) -> None:
+        self.passthrough = policy.on_hallucination == "flag"
         self.merged: Any = None
         self.held: list[Any] = []
 
     def take(self, chunk: Any) -> bool:
-        """Absorb ``chunk``; True when it should be yielded at once (flag policy, text only)."""
+        """Absorb ``chunk``; true when it should be yielded at once (flag policy, text only)."""
         self.merged = chunk if self.merged is None else self.merged + chunk
         if self.passthrough and not _carries_verdict(chunk):
             return True
         self.held.append(chunk)
         return False
 
+    def message(self) -> object:
+        """The merged output of the attempt (``None`` when nothing was streamed)."""
+        return self.merged
+
+    def held_text(self) -> list[Any]:
+        """The held chunks without the one that carries the inner verdict."""
+        return [c for c in self.held if not _carries_verdict(c)]
+
 
 def _carries_verdict(chunk: object) -> bool:
     return isinstance(chunk, BaseMessage) and METADATA_KEY in chunk.response_metadata
-
-
-def _single(inputs: Iterator[Any]) -> Any:
-    items = list(inputs)
-    return items[0] if len(items) == 1 else items[-1]
-
-
-def _label(change: Mapping[str, Any]) -> str:
-    if not change:
-        return "greedy"
-    label = f"sample(temperature={change['temperature']}, seed={change['seed']})"
-    return label + " + feedback" if "feedback" in change else label

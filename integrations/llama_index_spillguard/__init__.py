@@ -1,12 +1,14 @@
 """LlamaIndex integration of spillguard: gate RAG answers on spilled energy.
 
-- :class:`SpilledEnergyLLM`: a LlamaIndex LLM over a local model; responses carry the verdict.
-- :class:`GuardedQueryEngine`: flag, retry or abstain on the answers of any query engine
+- :class:`SpillguardLLM`: a LlamaIndex LLM over a local model; responses carry the verdict.
+- :class:`SpillguardQueryEngine`: flag, retry or abstain on the answers of any query engine
   built on it.
-- :class:`SpilledEnergyEvaluator`: a ``BaseEvaluator`` reading (or computing) the verdict.
-- :class:`SpilledEnergyEventHandler`: instrumentation that records every call's verdict.
+- :class:`SpillguardEvaluator`: a ``BaseEvaluator`` reading (or computing) the verdict.
+- :class:`SpillguardEventHandler`: instrumentation that records every call's verdict.
 
-Install with ``pip install "spillguard[llamaindex]"``.
+Names follow LlamaIndex's integrations (``<Provider>LLM``, ``<Provider>QueryEngine``); the
+exceptions are the core's (:mod:`guardrail.errors`), re-exported here. Install with
+``pip install "spillguard[llamaindex]"``.
 """
 
 try:
@@ -17,44 +19,55 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'install it with: pip install "spillguard[llamaindex]"'
     ) from exc
 
-from llama_index_spillguard.errors import NoContextError, NotGuardedError
-from llama_index_spillguard.evaluator import SpilledEnergyEvaluator
-from llama_index_spillguard.evidence import (
-    EVIDENCE_KEY,
-    verdict_evidence,
-    verdict_logprobs,
-)
-from llama_index_spillguard.instrumentation import (
-    GuardedQueryEvent,
-    LLMCallRecord,
-    QueryRecord,
-    SpilledEnergyEventHandler,
-)
-from llama_index_spillguard.llm import SpilledEnergyLLM
-from llama_index_spillguard.query_engine import RAG_ABSTAIN_TEXT, GuardedQueryEngine
-from llama_index_spillguard.scope import (
-    CallRecord,
-    QueryScope,
-    current_scope,
-    query_scope,
-)
+from guardrail import METADATA_KEY as METADATA_KEY
+from guardrail import NoContextError as NoContextError
+from guardrail import NotGuardedError as NotGuardedError
+from guardrail import UnscoredResponseError as UnscoredResponseError
+from guardrail.deprecation import deprecated_aliases
+from llama_index_spillguard.evaluator import SpillguardEvaluator as SpillguardEvaluator
+from llama_index_spillguard.evidence import verdict_evidence as verdict_evidence
+from llama_index_spillguard.evidence import verdict_logprobs as verdict_logprobs
+from llama_index_spillguard.instrumentation import LLMCallRecord as LLMCallRecord
+from llama_index_spillguard.instrumentation import QueryRecord as QueryRecord
+from llama_index_spillguard.instrumentation import SpillguardEventHandler as SpillguardEventHandler
+from llama_index_spillguard.instrumentation import SpillguardQueryEvent as SpillguardQueryEvent
+from llama_index_spillguard.llm import SpillguardLLM as SpillguardLLM
+from llama_index_spillguard.query_engine import RAG_ABSTAIN_TEXT as RAG_ABSTAIN_TEXT
+from llama_index_spillguard.query_engine import SpillguardQueryEngine as SpillguardQueryEngine
+from llama_index_spillguard.scope import CallRecord as CallRecord
+from llama_index_spillguard.scope import QueryScope as QueryScope
+from llama_index_spillguard.scope import current_scope as current_scope
+from llama_index_spillguard.scope import query_scope as query_scope
 
 __all__ = [
-    "EVIDENCE_KEY",
+    "METADATA_KEY",
     "RAG_ABSTAIN_TEXT",
     "CallRecord",
-    "GuardedQueryEngine",
-    "GuardedQueryEvent",
     "LLMCallRecord",
     "NoContextError",
     "NotGuardedError",
     "QueryRecord",
     "QueryScope",
-    "SpilledEnergyEvaluator",
-    "SpilledEnergyEventHandler",
-    "SpilledEnergyLLM",
+    "SpillguardEvaluator",
+    "SpillguardEventHandler",
+    "SpillguardLLM",
+    "SpillguardQueryEngine",
+    "SpillguardQueryEvent",
+    "UnscoredResponseError",
     "current_scope",
     "query_scope",
     "verdict_evidence",
     "verdict_logprobs",
 ]
+
+__getattr__ = deprecated_aliases(
+    __name__,
+    {
+        "SpilledEnergyLLM": ("llama_index_spillguard.SpillguardLLM", SpillguardLLM),
+        "GuardedQueryEngine": ("llama_index_spillguard.SpillguardQueryEngine", SpillguardQueryEngine),
+        "SpilledEnergyEvaluator": ("llama_index_spillguard.SpillguardEvaluator", SpillguardEvaluator),
+        "SpilledEnergyEventHandler": ("llama_index_spillguard.SpillguardEventHandler", SpillguardEventHandler),
+        "GuardedQueryEvent": ("llama_index_spillguard.SpillguardQueryEvent", SpillguardQueryEvent),
+        "EVIDENCE_KEY": ("llama_index_spillguard.METADATA_KEY", METADATA_KEY),
+    },
+)

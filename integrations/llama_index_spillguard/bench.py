@@ -10,7 +10,7 @@ __all__ = ["bench_call"]
 
 
 def bench_call(guard: Guard) -> tuple[str, Callable[[str], object]]:
-    """``SpilledEnergyLLM.complete`` over ``guard``, labelled for the benchmark table."""
-    from llama_index_spillguard import SpilledEnergyLLM
+    """``SpillguardLLM.complete`` over ``guard``, labelled for the benchmark table."""
+    from llama_index_spillguard import SpillguardLLM
 
-    return "SpilledEnergyLLM.complete", SpilledEnergyLLM(guard).complete
+    return "SpillguardLLM.complete", SpillguardLLM(guard).complete

@@ -1,6 +1,6 @@
-"""``SpilledEnergyEvaluator``: a LlamaIndex evaluator judging answers by spilled energy.
+"""``SpillguardEvaluator``: a LlamaIndex evaluator judging answers by spilled energy.
 
->>> evaluator = SpilledEnergyEvaluator(llm)
+>>> evaluator = SpillguardEvaluator(llm)
 >>> result = evaluator.evaluate_response(query="...", response=engine.query("..."))
 >>> result.passing, result.score, result.feedback
 """
@@ -16,41 +16,39 @@ from llama_index.core.base.response.schema import Response
 from llama_index.core.evaluation.base import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 
-from guardrail import Guard, InvalidInputError, Verdict
-from llama_index_spillguard.evidence import EVIDENCE_KEY
-from llama_index_spillguard.llm import SpilledEnergyLLM
+from guardrail import METADATA_KEY, Evidence, Guard, InvalidInputError, UnscoredResponseError, Verdict
+from guardrail.validation import check_finite, check_text
+from llama_index_spillguard.llm import SpillguardLLM
 
-__all__ = ["SpilledEnergyEvaluator"]
+__all__ = ["SpillguardEvaluator"]
 
 
-class SpilledEnergyEvaluator(BaseEvaluator):
+class SpillguardEvaluator(BaseEvaluator):
     """Passes an answer whose spilled-energy score is at or below the threshold.
 
     Unlike LLM-judge evaluators it reads logits, not text: for a :class:`Response` from a
-    :class:`GuardedQueryEngine` it reads ``metadata["spilled_energy"]`` (no model call);
+    :class:`SpillguardQueryEngine` it reads ``metadata["spillguard"]`` (no model call);
     otherwise it scores the answer teacher-forced with the guard, against a prompt holding
     the contexts and the query. ``score`` is the spillguard score (**higher = more likely
     hallucinated**, ``None`` for an empty answer), ``passing`` is ``score <= threshold``.
 
     It works with LlamaIndex's ``RetryQueryEngine`` only around a ``BaseQueryEngine`` that
     implements ``_query`` (not a ``CustomQueryEngine``), and that engine needs ``Settings.llm``
-    set for its feedback rewriting; prefer :class:`GuardedQueryEngine` with a retry policy.
+    set for its feedback rewriting; prefer :class:`SpillguardQueryEngine` with a retry policy.
 
     Args:
-        llm: a :class:`SpilledEnergyLLM` or :class:`guardrail.Guard` for answers without
+        llm: a :class:`SpillguardLLM` or :class:`guardrail.Guard` for answers without
             evidence; ``None`` evaluates only responses that carry it.
         threshold: override the calibration's threshold.
     """
 
-    def __init__(self, llm: SpilledEnergyLLM | Guard | None = None, *, threshold: float | None = None) -> None:
-        if llm is not None and not isinstance(llm, (SpilledEnergyLLM, Guard)):
+    def __init__(self, llm: SpillguardLLM | Guard | None = None, *, threshold: float | None = None) -> None:
+        if llm is not None and not isinstance(llm, (SpillguardLLM, Guard)):
             raise InvalidInputError(
-                f"`llm` must be a SpilledEnergyLLM or a guardrail.Guard, got {type(llm).__name__}: {llm!r}"
+                f"`llm` must be a SpillguardLLM or a guardrail.Guard, got {type(llm).__name__}: {llm!r}"
             )
-        if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
-            raise InvalidInputError(f"`threshold` must be a finite number, got {threshold!r}")
-        self._guard = llm.guard if isinstance(llm, SpilledEnergyLLM) else llm
-        self._threshold = threshold
+        self._guard = llm.guard if isinstance(llm, SpillguardLLM) else llm
+        self._threshold = None if threshold is None else check_finite("threshold", threshold)
 
     def _get_prompts(self) -> PromptDictType:
         return {}
@@ -100,12 +98,11 @@ class SpilledEnergyEvaluator(BaseEvaluator):
         if self._guard is None:
             raise InvalidInputError(
                 "this response carries no spilled-energy metadata and the evaluator has no model to "
-                "score it; pass `llm=` (a SpilledEnergyLLM or Guard) to SpilledEnergyEvaluator"
+                "score it; pass `llm=` (a SpillguardLLM or Guard) to SpillguardEvaluator"
             )
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInputError(f"`query` must contain a non-space character, got {query!r}")
-        if not isinstance(response, str) or not response.strip():
-            raise InvalidInputError(f"`response` must contain a non-space character, got {response!r}")
+        check_text("query", query)
+        check_text("response", response)
+        assert query is not None and response is not None
         prompt = _prompt(query, contexts or ())
         verdict = self._guard.check([{"role": "user", "content": prompt}], response, localize_in=query)
         return _result(query, response, contexts, verdict.score, self._threshold_of(verdict), verdict.span.text)
@@ -123,15 +120,27 @@ def _prompt(query: str, contexts: Sequence[str]) -> str:
 
 
 def _from_metadata(query: str | None, response: Response | None, threshold: float | None) -> EvaluationResult | None:
-    evidence = (getattr(response, "metadata", None) or {}).get(EVIDENCE_KEY)
-    if response is None or not isinstance(evidence, dict):
+    """The result read from a response's own evidence (``None`` when it carries none).
+
+    Evidence that is not sealed, or is not about the response's text, fails: it cannot be judged.
+    """
+    data = (getattr(response, "metadata", None) or {}).get(METADATA_KEY)
+    if response is None or data is None:
         return None
-    score = evidence.get("score")
-    limit = float(evidence["threshold"]) if threshold is None else threshold
     contexts = [n.get_content() for n in response.source_nodes]
-    return _result(
-        query, str(evidence.get("answer", response.response)), contexts, score, limit, evidence["span"]["text"]
-    )
+    try:
+        evidence = Evidence.from_dict(data).check(str(response.response), what="the response")
+    except UnscoredResponseError as exc:
+        return EvaluationResult(
+            query=query,
+            contexts=contexts,
+            response=str(response.response),
+            passing=False,
+            score=None,
+            feedback=str(exc),
+        )
+    limit = evidence.threshold if threshold is None else threshold
+    return _result(query, evidence.answer, contexts, evidence.score, limit, evidence.span_text)
 
 
 def _result(

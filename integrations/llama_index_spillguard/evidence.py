@@ -7,23 +7,21 @@ from typing import Any
 
 from llama_index.core.base.llms.types import LogProb
 
-from guardrail import Verdict
+from guardrail import METADATA_KEY, Verdict
 
-__all__ = ["EVIDENCE_KEY", "verdict_evidence", "verdict_logprobs"]
-
-EVIDENCE_KEY = "spilled_energy"
-"""Key of the evidence in ``additional_kwargs`` and in ``Response.metadata``."""
+__all__ = ["METADATA_KEY", "verdict_evidence", "verdict_logprobs"]
 
 
 def verdict_evidence(verdict: Verdict, *, query_id: str | None = None) -> dict[str, Any]:
-    """JSON-ready evidence of one LLM call, as put under ``additional_kwargs["spilled_energy"]``.
+    """JSON-ready, sealed evidence of one LLM call, as put under ``additional_kwargs["spillguard"]``.
 
-    Keys: ``action``, ``hallucinated``, ``score`` (higher = more likely hallucinated; ``None``
-    for an empty answer), ``threshold``, ``answer``, ``text``, ``span``, ``calibration``,
-    ``attempts`` (the guard's own attempts: answer, score, decoding, tokens and per-token
-    metrics), ``chosen`` and ``query_id`` (the guarded query the call belonged to, or ``None``).
+    Keys: those of :meth:`guardrail.Verdict.to_dict` (``action``, ``hallucinated``, ``score``
+    (higher = more likely hallucinated; ``None`` for an empty answer), ``threshold``, ``answer``,
+    ``text``, ``span``, ``calibration``, ``attempts``, ``chosen``, ``seal``) and ``query_id`` (the
+    guarded query attempt the call belonged to, or ``None``). Per-token values are in the
+    response's ``logprobs`` and in its ``raw`` verdict.
     """
-    return {**verdict.to_dict(), "query_id": query_id}
+    return {**verdict.to_dict(per_token=False), "query_id": query_id}
 
 
 def verdict_logprobs(verdict: Verdict) -> list[list[LogProb]]:

@@ -1,7 +1,7 @@
 """Instrumentation: see the verdict of every guarded LLM call of a query.
 
 >>> from llama_index.core.instrumentation import get_dispatcher
->>> handler = SpilledEnergyEventHandler()
+>>> handler = SpillguardEventHandler()
 >>> get_dispatcher().add_event_handler(handler)
 >>> engine.query("...")
 >>> [(c.answer, c.action) for c in handler.calls], handler.flagged_calls()
@@ -21,13 +21,13 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionEndEvent,
 )
 
-from llama_index_spillguard.evidence import EVIDENCE_KEY
+from guardrail import METADATA_KEY
 
-__all__ = ["GuardedQueryEvent", "LLMCallRecord", "QueryRecord", "SpilledEnergyEventHandler"]
+__all__ = ["LLMCallRecord", "QueryRecord", "SpillguardEventHandler", "SpillguardQueryEvent"]
 
 
-class GuardedQueryEvent(BaseEvent):
-    """Dispatched by :class:`GuardedQueryEngine` once it has decided about a query.
+class SpillguardQueryEvent(BaseEvent):
+    """Dispatched by :class:`SpillguardQueryEngine` once it has decided about a query.
 
     Attributes:
         query: the user's query.
@@ -47,7 +47,7 @@ class GuardedQueryEvent(BaseEvent):
 
     @classmethod
     def class_name(cls) -> str:
-        return "GuardedQueryEvent"
+        return "SpillguardQueryEvent"
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class LLMCallRecord:
 
 @dataclass(frozen=True)
 class QueryRecord:
-    """One decision of a guarded query engine (from a :class:`GuardedQueryEvent`)."""
+    """One decision of a guarded query engine (from a :class:`SpillguardQueryEvent`)."""
 
     span_id: str | None
     query: str
@@ -88,12 +88,12 @@ class QueryRecord:
     query_ids: tuple[str, ...]
 
 
-class SpilledEnergyEventHandler(BaseEventHandler):
-    """Records the verdict of every :class:`SpilledEnergyLLM` call and guarded-query decision.
+class SpillguardEventHandler(BaseEventHandler):
+    """Records the verdict of every :class:`SpillguardLLM` call and guarded-query decision.
 
     Attach it with ``get_dispatcher().add_event_handler(handler)``. It reads the LLMs' own
     end events (``LLMCompletionEndEvent``, ``LLMChatEndEvent``; streams: the final chunk) and
-    :class:`GuardedQueryEvent`. Thread-safe.
+    :class:`SpillguardQueryEvent`. Thread-safe.
     """
 
     _calls: list[LLMCallRecord] = PrivateAttr(default_factory=list)
@@ -102,18 +102,18 @@ class SpilledEnergyEventHandler(BaseEventHandler):
 
     @classmethod
     def class_name(cls) -> str:
-        return "SpilledEnergyEventHandler"
+        return "SpillguardEventHandler"
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         """Record the event if it carries a verdict."""
-        if isinstance(event, GuardedQueryEvent):
+        if isinstance(event, SpillguardQueryEvent):
             record: Any = QueryRecord(
                 event.span_id, event.query, event.action, event.score, event.threshold, tuple(event.query_ids)
             )
             with self._lock:
                 self._queries.append(record)
         elif isinstance(event, (LLMCompletionEndEvent, LLMChatEndEvent)) and event.response is not None:
-            evidence = event.response.additional_kwargs.get(EVIDENCE_KEY)
+            evidence = event.response.additional_kwargs.get(METADATA_KEY)
             if isinstance(evidence, dict):
                 with self._lock:
                     self._calls.append(_call_record(event.span_id, evidence))

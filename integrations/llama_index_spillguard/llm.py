@@ -1,18 +1,25 @@
-"""``SpilledEnergyLLM``: a LlamaIndex LLM over a local Hugging Face model whose answers carry scores.
+"""``SpillguardLLM``: a LlamaIndex LLM over a local Hugging Face model whose answers carry verdicts.
 
 >>> from llama_index.core import Settings
->>> Settings.llm = SpilledEnergyLLM.default()          # bundled SmolLM2-135M-Instruct
+>>> Settings.llm = SpillguardLLM.default(max_new_tokens=32)   # bundled SmolLM2-135M-Instruct
 >>> r = Settings.llm.complete("What is the capital of France?")
->>> r.additional_kwargs["spilled_energy"]["action"], r.logprobs[0][0].logprob
+>>> r.additional_kwargs["spillguard"]["action"], r.logprobs[0][0].logprob
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from llama_index.core.base.llms.generic_utils import (
+    astream_completion_response_to_chat_response,
+    completion_response_to_chat_response,
+    stream_completion_response_to_chat_response,
+)
+from llama_index.core.base.llms.generic_utils import (
+    messages_to_prompt as generic_messages_to_prompt,
+)
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -29,16 +36,12 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from guardrail import Guard, InvalidInputError, Policy, Verdict
-from guardrail.locks import async_model_lock
-from llama_index_spillguard.evidence import (
-    EVIDENCE_KEY,
-    verdict_evidence,
-    verdict_logprobs,
-)
+from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail.validation import check_finite, check_int
+from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
 from llama_index_spillguard.scope import QueryScope, current_scope
 
-__all__ = ["SpilledEnergyLLM"]
+__all__ = ["GENERATION_KEYS", "SpillguardLLM"]
 
 GENERATION_KEYS = frozenset(
     {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "stop_strings"}
@@ -48,39 +51,42 @@ GENERATION_KEYS = frozenset(
 _CALL_KEYS = frozenset({"seed", "localize_in", "raw"})
 
 
-class SpilledEnergyLLM(CustomLLM):
+class SpillguardLLM(CustomLLM):
     """A local causal LM guarded by spilled energy, as a LlamaIndex LLM.
 
-    Every response carries the guard's verdict: ``additional_kwargs["spilled_energy"]`` (a
-    JSON-ready dict: action, score, threshold, span, per-token metrics), ``logprobs`` (one
+    Every response carries the guard's verdict: ``additional_kwargs["spillguard"]`` (a sealed,
+    JSON-ready dict: action, score, threshold, span, attempts), ``logprobs`` (one
     :class:`~llama_index.core.base.llms.types.LogProb` per answer token) and ``raw`` (the
     :class:`guardrail.Verdict` itself). The response text is ``verdict.text``: the answer, or
-    the guard policy's abstention text. Inside a :class:`GuardedQueryEngine` the engine's
+    the guard policy's abstention text. Inside a :class:`SpillguardQueryEngine` the engine's
     policy decides instead and the LLM returns the answer itself.
 
-    Calls on one model are serialized by a lock; async methods run the model in a worker
-    thread (``asyncio.to_thread``) so the event loop stays free, and wait for the model in the
-    event loop (an asyncio lock), never in a worker thread.
+    Calls on one model are serialized; async methods run the model in a worker thread and wait
+    for the model in the event loop (:meth:`guardrail.Guard.aask`), and cancelling one stops
+    generation at the next token.
 
     Args:
         guard: the :class:`guardrail.Guard` to use; default ``Guard.default()`` (the bundled
             SmolLM2-135M-Instruct), or ``Guard.from_pretrained(model_path)``.
         model_path: a local model directory or ``.gguf`` file (instead of ``guard``).
         guard_kwargs: keyword arguments for ``Guard.default`` / ``Guard.from_pretrained``.
-        generate_kwargs: default decoding options (``max_new_tokens``, ``do_sample``,
-            ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``stop_strings``).
+        temperature: ``0`` decodes greedily (default); above ``0`` samples (also per call).
+        max_new_tokens: answer length limit (default: the guard's ``max_new_tokens``).
+        context_window: the model's context in tokens (default: read from its config).
+        generate_kwargs: other default decoding options (``top_k``, ``top_p``,
+            ``repetition_penalty``, ``stop_strings``).
         callback_manager: LlamaIndex callback manager.
         **kwargs: other :class:`~llama_index.core.llms.LLM` fields (``system_prompt``, ...).
     """
 
     model_name: str = Field(description="Name of the guarded model.")
     context_window: int = Field(gt=0, description="The model's context window in tokens.")
-    num_output: int = Field(gt=0, description="Most new tokens per answer.")
+    max_new_tokens: int = Field(gt=0, description="Most new tokens per answer.")
+    temperature: float = Field(ge=0, description="0 decodes greedily; above 0 samples.")
     is_chat_model: bool = Field(description="Whether prompts go through the tokenizer's chat template.")
     generate_kwargs: dict[str, Any] = Field(default_factory=dict, description="Default decoding options.")
 
     _guard: Guard = PrivateAttr()
-    _engine_guard: Guard = PrivateAttr()
 
     def __init__(
         self,
@@ -88,6 +94,9 @@ class SpilledEnergyLLM(CustomLLM):
         *,
         model_path: str | os.PathLike[str] | None = None,
         guard_kwargs: Mapping[str, Any] | None = None,
+        temperature: float = 0.0,
+        max_new_tokens: int | None = None,
+        context_window: int | None = None,
         generate_kwargs: Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
@@ -95,32 +104,44 @@ class SpilledEnergyLLM(CustomLLM):
         guard = _make_guard(guard, model_path, guard_kwargs)
         options = dict(generate_kwargs or {})
         _check_generation("generate_kwargs", options)
-        num_output = int(options.get("max_new_tokens", guard.max_new_tokens))
         super().__init__(
             model_name=kwargs.pop("model_name", guard.fingerprint.name),
-            context_window=kwargs.pop("context_window", _context_window(guard)),
-            num_output=num_output,
+            context_window=context_window if context_window is not None else _context_window(guard),
+            max_new_tokens=max_new_tokens
+            if max_new_tokens is not None
+            else options.pop("max_new_tokens", guard.max_new_tokens),
+            temperature=check_finite("temperature", temperature) if temperature else 0.0,
             is_chat_model=kwargs.pop("is_chat_model", bool(getattr(guard.tokenizer, "chat_template", None))),
             generate_kwargs=options,
             callback_manager=callback_manager,
             **kwargs,
         )
         self._guard = guard
-        self._engine_guard = _flagging_view(guard)
 
     @classmethod
-    def default(cls, **guard_kwargs: Any) -> SpilledEnergyLLM:
-        """The bundled SmolLM2-135M-Instruct (loaded once per process)."""
-        return cls(Guard.default(**guard_kwargs))
+    def default(
+        cls,
+        *,
+        temperature: float = 0.0,
+        max_new_tokens: int | None = None,
+        context_window: int | None = None,
+        generate_kwargs: Mapping[str, Any] | None = None,
+        **guard_kwargs: Any,
+    ) -> SpillguardLLM:
+        """The bundled SmolLM2-135M-Instruct (loaded once per process); other keywords go to the guard."""
+        return cls(
+            Guard.default(**guard_kwargs), temperature=temperature, max_new_tokens=max_new_tokens,
+            context_window=context_window, generate_kwargs=generate_kwargs,
+        )  # fmt: skip
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **guard_kwargs: Any) -> SpilledEnergyLLM:
+    def from_pretrained(cls, path: str | os.PathLike[str], **guard_kwargs: Any) -> SpillguardLLM:
         """A model from a local directory or ``.gguf`` file."""
         return cls(model_path=path, guard_kwargs=guard_kwargs)
 
     @classmethod
     def class_name(cls) -> str:
-        return "SpilledEnergyLLM"
+        return "SpillguardLLM"
 
     @property
     def guard(self) -> Guard:
@@ -131,7 +152,7 @@ class SpilledEnergyLLM(CustomLLM):
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(
             context_window=self.context_window,
-            num_output=self.num_output,
+            num_output=self.max_new_tokens,
             is_chat_model=self.is_chat_model,
             is_function_calling_model=False,
             model_name=self.model_name,
@@ -143,127 +164,143 @@ class SpilledEnergyLLM(CustomLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer ``prompt`` (chat-templated as one user message unless ``raw=True``)."""
-        return self._complete(prompt, formatted, kwargs)
+        question, options = self._completion_input(prompt, formatted, kwargs)
+        return self._answer(question, options, "complete")
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """:meth:`complete` for async code."""
+        question, options = self._completion_input(prompt, formatted, kwargs)
+        return await self._aanswer(question, options, "complete")
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """Stream the answer; the last chunk (empty ``delta``) carries the verdict."""
-        return self._stream_complete(prompt, formatted, kwargs)
-
-    @llm_completion_callback()
-    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        """:meth:`complete` in a worker thread."""
-        async with async_model_lock(self._guard.model):
-            return await asyncio.to_thread(self._complete, prompt, formatted, kwargs)
+        question, options = self._completion_input(prompt, formatted, kwargs)
+        return self._stream(question, options, "stream_complete")
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        """:meth:`stream_complete`, each step in a worker thread."""
-        return _in_threads(self._stream_complete(prompt, formatted, kwargs), self._guard.model)
+        """:meth:`stream_complete` for async code; closing it stops generation at the next token."""
+        question, options = self._completion_input(prompt, formatted, kwargs)
+        return self._astream(question, options, "astream_complete")
 
     # -- chat ------------------------------------------------------------------------------
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer the conversation ``messages``."""
-        return self._chat(messages, kwargs)
+        question, options = self._chat_input(messages, kwargs)
+        return _chat(self._answer(question, options, "chat"))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """:meth:`chat` for async code."""
+        question, options = self._chat_input(messages, kwargs)
+        return _chat(await self._aanswer(question, options, "chat"))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Stream the reply; the last chunk (empty ``delta``) carries the verdict."""
-        return self._stream_chat(messages, kwargs)
-
-    @llm_chat_callback()
-    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """:meth:`chat` in a worker thread."""
-        async with async_model_lock(self._guard.model):
-            return await asyncio.to_thread(self._chat, messages, kwargs)
+        question, options = self._chat_input(messages, kwargs)
+        return _chat_stream(stream_completion_response_to_chat_response(self._stream(question, options, "stream_chat")))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        """:meth:`stream_chat`, each step in a worker thread."""
-        return _in_threads(self._stream_chat(messages, kwargs), self._guard.model)
+        """:meth:`stream_chat` for async code."""
+        question, options = self._chat_input(messages, kwargs)
+        chunks = astream_completion_response_to_chat_response(self._astream(question, options, "astream_chat"))
+        return _achat_stream(chunks)
 
     # -- implementation --------------------------------------------------------------------
 
-    def _complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
-        question, options = self._completion_input(prompt, formatted, kwargs)
-        verdict, scope = self._ask(question, options, "complete")
-        return _completion(verdict, scope)
-
-    def _chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        question, options = self._chat_input(messages, kwargs)
-        verdict, scope = self._ask(question, options, "chat")
-        completion = _completion(verdict, scope)
-        return _chat_response(completion, completion.text)
-
-    def _stream_complete(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponseGen:
-        question, options = self._completion_input(prompt, formatted, kwargs)
-        return self._stream(question, options, "stream_complete", current_scope())
-
-    def _stream_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponseGen:
-        question, options = self._chat_input(messages, kwargs)
+    def _answer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
+        return _completion(self._guard.ask(question, **self._call(options, scope)), scope, kind)
 
-        def gen() -> ChatResponseGen:
-            for chunk in self._stream(question, options, "stream_chat", scope):
-                yield _chat_response(chunk, chunk.text)
+    async def _aanswer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
+        scope = current_scope()
+        return _completion(await self._guard.aask(question, **self._call(options, scope)), scope, kind)
+
+    def _stream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseGen:
+        scope = current_scope()
+        events = self._guard.stream(question, **self._call(options, scope))
+
+        def gen() -> CompletionResponseGen:
+            stream = _Stream(scope, kind)
+            try:
+                for event in events:
+                    yield from stream.take(event)
+            finally:
+                events.close()
+
+        return gen()
+
+    def _astream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseAsyncGen:
+        scope = current_scope()
+        call = self._call(options, scope)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            stream = _Stream(scope, kind)
+            async for event in self._guard.astream(question, **call):
+                for chunk in stream.take(event):
+                    yield chunk
 
         return gen()
 
     def _completion_input(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if not isinstance(prompt, str):
             raise InvalidInputError(f"`prompt` must be a str, got {type(prompt).__name__}: {prompt!r}")
-        if not formatted and self.completion_to_prompt is not None:
-            prompt = self.completion_to_prompt(prompt)
+        convert: Callable[[str], str] | None = self.completion_to_prompt
+        if not formatted and convert is not None:
+            prompt = convert(prompt)
         return prompt, self._options(kwargs, raw_default=not self.is_chat_model)
 
     def _chat_input(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if not self.is_chat_model:
-            return self.messages_to_prompt(messages), self._options(kwargs, raw_default=True)
+            to_prompt = self.messages_to_prompt or generic_messages_to_prompt
+            return to_prompt(messages), self._options(kwargs, raw_default=True)
         return _as_dicts(messages), self._options(kwargs, raw_default=False)
 
     def _options(self, kwargs: Mapping[str, Any], *, raw_default: bool) -> dict[str, Any]:
+        """This call's options: the LLM's defaults, then the call's own; temperature > 0 samples."""
         _check_generation("kwargs", kwargs, extra=_CALL_KEYS)
-        options = {**self.generate_kwargs, **kwargs}
+        options = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, **self.generate_kwargs}
+        options.update(kwargs)
         options.setdefault("raw", raw_default)
         if not isinstance(options["raw"], bool):
             raise InvalidInputError(f"`raw` must be a bool, got {options['raw']!r}")
+        check_int("max_new_tokens", options["max_new_tokens"], minimum=1)
+        temperature = options.pop("temperature")
+        if temperature:
+            options.setdefault("do_sample", True)
+            options["temperature"] = check_finite("temperature", temperature, positive=True)
         return options
 
-    def _ask(self, question: Any, options: dict[str, Any], kind: str) -> tuple[Verdict, QueryScope | None]:
-        scope = current_scope()
-        guard, generation = self._plan(options, scope)
-        verdict = guard.ask(question, **generation)
+    def _call(self, options: dict[str, Any], scope: QueryScope | None) -> dict[str, Any]:
+        """The ``ask``/``stream`` keyword arguments of one call; inside an engine's scope, the
+        attempt it makes (the engine's policy decides, not the guard's) and its query."""
+        call = dict(options)
         if scope is not None:
-            scope.record(kind, verdict)
-        return verdict, scope
+            call.setdefault("localize_in", scope.query)
+            call["step"] = scope.step
+        return call
 
-    def _stream(
-        self, question: Any, options: dict[str, Any], kind: str, scope: QueryScope | None
-    ) -> CompletionResponseGen:
-        guard, generation = self._plan(options, scope)
-        text = ""
-        for item in guard.stream(question, **generation):
-            if isinstance(item, str):
-                text += item
-                yield CompletionResponse(text=text, delta=item)
-            elif isinstance(item, Verdict):
-                if scope is not None:
-                    scope.record(kind, item)
-                final = _completion(item, scope)
-                yield final.model_copy(update={"text": text, "delta": ""})
 
-    def _plan(self, options: dict[str, Any], scope: QueryScope | None) -> tuple[Guard, dict[str, Any]]:
-        """The guard and the ``ask``/``stream`` keyword arguments (seed included) of one call."""
-        generation = dict(options)
-        if scope is None:
-            return self._guard, generation
-        generation.update(scope.decoding)
-        generation.setdefault("localize_in", scope.query)
-        if scope.seed is not None:
-            generation["seed"] = scope.seed
-        return self._engine_guard, generation
+class _Stream:
+    """Turns the guard's stream events into completion chunks; records the verdict in the scope."""
+
+    def __init__(self, scope: QueryScope | None, kind: str) -> None:
+        self.scope, self.kind, self.text = scope, kind, ""
+
+    def take(self, event: str | TokenStep | Verdict) -> list[CompletionResponse]:
+        if isinstance(event, str):
+            self.text += event
+            return [CompletionResponse(text=self.text, delta=event)]
+        if isinstance(event, Verdict):
+            final = _completion(event, self.scope, self.kind)
+            return [final.model_copy(update={"text": self.text, "delta": ""})]
+        return []
 
 
 def _make_guard(
@@ -282,13 +319,6 @@ def _make_guard(
     if model_path is not None:
         return Guard.from_pretrained(model_path, **dict(guard_kwargs or {}))
     return Guard.default(**dict(guard_kwargs or {}))
-
-
-def _flagging_view(guard: Guard) -> Guard:
-    """The same guard (same model) with a one-attempt flag policy, for use inside an engine."""
-    if guard.policy.on_hallucination == "flag":
-        return guard
-    return guard.with_policy(Policy(on_hallucination="flag", abstain_text=guard.policy.abstain_text))
 
 
 def _check_generation(name: str, options: Mapping[str, Any], extra: frozenset[str] = frozenset()) -> None:
@@ -314,35 +344,28 @@ def _role(role: Any) -> str:
     return "system" if value in ("system", "developer") else str(value)
 
 
-def _completion(verdict: Verdict, scope: QueryScope | None) -> CompletionResponse:
+def _completion(verdict: Verdict, scope: QueryScope | None, kind: str) -> CompletionResponse:
+    if scope is not None:
+        scope.record(kind, verdict)
     return CompletionResponse(
         text=verdict.text,
-        additional_kwargs={EVIDENCE_KEY: verdict_evidence(verdict, query_id=scope.id if scope else None)},
+        additional_kwargs={METADATA_KEY: verdict_evidence(verdict, query_id=scope.id if scope else None)},
         logprobs=verdict_logprobs(verdict),
         raw=verdict,
     )
 
 
-def _chat_response(completion: CompletionResponse, text: str) -> ChatResponse:
-    return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-        delta=completion.delta,
-        logprobs=completion.logprobs,
-        additional_kwargs=completion.additional_kwargs,
-        raw=completion.raw,
-    )
+def _chat(completion: CompletionResponse) -> ChatResponse:
+    """LlamaIndex's own conversion, plus the verdict and logprobs on the response itself."""
+    chat = completion_response_to_chat_response(completion)
+    return chat.model_copy(update={"additional_kwargs": completion.additional_kwargs, "logprobs": completion.logprobs})
 
 
-async def _in_threads(gen: Iterator[Any], model: Any) -> AsyncIterator[Any]:
-    """Iterate a blocking generator from async code, one step per worker-thread call.
+def _chat_stream(chunks: ChatResponseGen) -> ChatResponseGen:
+    for chunk in chunks:
+        yield chunk.model_copy(update={"additional_kwargs": chunk.message.additional_kwargs})
 
-    The model's asyncio lock is held for the whole stream, so other tasks wait in the loop.
-    """
-    done = object()
-    step: Callable[[], Any] = lambda: next(gen, done)  # noqa: E731
-    async with async_model_lock(model):
-        try:
-            while (item := await asyncio.to_thread(step)) is not done:
-                yield item
-        finally:
-            await asyncio.to_thread(getattr(gen, "close", lambda: None))
+
+async def _achat_stream(chunks: ChatResponseAsyncGen) -> ChatResponseAsyncGen:
+    async for chunk in chunks:
+        yield chunk.model_copy(update={"additional_kwargs": chunk.message.additional_kwargs})

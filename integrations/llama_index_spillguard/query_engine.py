@@ -1,96 +1,96 @@
-"""``GuardedQueryEngine``: gate the answers of any query engine built on ``SpilledEnergyLLM``.
+"""``SpillguardQueryEngine``: gate the answers of any query engine built on ``SpillguardLLM``.
 
->>> engine = GuardedQueryEngine(index.as_query_engine(llm=SpilledEnergyLLM.default()), "abstain")
+>>> engine = SpillguardQueryEngine(index.as_query_engine(llm=SpillguardLLM.default()), "abstain")
 >>> response = engine.query("Who founded the lighthouse society?")
->>> response.response, response.metadata["spilled_energy"]["action"]
+>>> response.response, response.metadata["spillguard"]["action"]
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import llama_index.core.instrumentation as instrument
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.base.response.schema import (
-    RESPONSE_TYPE,
-    AsyncStreamingResponse,
-    Response,
-    StreamingResponse,
-)
+from llama_index.core.base.response.schema import RESPONSE_TYPE, AsyncStreamingResponse, Response, StreamingResponse
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]  # re-exported, no __all__
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
 
-from guardrail import Action, InvalidInputError, Policy, Verdict
-from llama_index_spillguard.errors import NoContextError, NotGuardedError
-from llama_index_spillguard.evidence import EVIDENCE_KEY
-from llama_index_spillguard.instrumentation import GuardedQueryEvent
-from llama_index_spillguard.llm import SpilledEnergyLLM
+from guardrail import (
+    METADATA_KEY,
+    Action,
+    Decision,
+    Evidence,
+    InvalidInputError,
+    Judged,
+    NoContextError,
+    NotGuardedError,
+    Policy,
+    RetryStep,
+    UnscoredResponseError,
+    Verdict,
+    arun_attempts,
+    run_attempts,
+)
+from guardrail.policy import as_policy
+from guardrail.validation import check_finite, check_text, finite_or_none
+from llama_index_spillguard.instrumentation import SpillguardQueryEvent
+from llama_index_spillguard.llm import SpillguardLLM
 from llama_index_spillguard.scope import QueryScope, query_scope
 
-__all__ = ["RAG_ABSTAIN_TEXT", "GuardedQueryEngine"]
+__all__ = ["RAG_ABSTAIN_TEXT", "SpillguardQueryEngine"]
 
 RAG_ABSTAIN_TEXT = "The documents do not answer this question."
-"""Default reply of an abstaining :class:`GuardedQueryEngine`."""
+"""Default reply of an abstaining :class:`SpillguardQueryEngine`."""
 
-dispatcher = instrument.get_dispatcher(__name__)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How one attempt at a query differs from the first."""
-
-    bundle: QueryBundle
-    decoding: dict[str, Any]
-    seed: int | None
-    label: str
+dispatcher = get_dispatcher(__name__)
 
 
 @dataclass(frozen=True)
 class _Answer:
-    """One attempt's synthesized response and the verdict of its final LLM call."""
+    """One attempt's synthesized response, the verdict of the LLM call that produced it, its scope."""
 
     response: Response
     verdict: Verdict
     scope: QueryScope
-    label: str
-
-    @property
-    def score(self) -> float:
-        return self.verdict.score
 
 
-class GuardedQueryEngine(BaseQueryEngine):
-    """Wraps a query engine whose LLM is a :class:`SpilledEnergyLLM` and gates its answers.
+class SpillguardQueryEngine(BaseQueryEngine):
+    """Wraps a query engine whose LLM is a :class:`SpillguardLLM` and gates its answers.
 
-    Each attempt runs the wrapped engine inside a query scope, so the LLM records the verdicts
-    of the calls made for this query only (concurrent queries, in threads or asyncio tasks, do
-    not mix). The answer's verdict is that of the LLM call that produced the final text (the
-    last call of a refine chain, the root of a tree summary). Then, by ``policy``:
+    The core's attempt loop (:func:`guardrail.run_attempts`) runs the wrapped engine once per
+    attempt, inside a query scope, so the LLM records the verdicts of the calls made for this
+    attempt only (concurrent queries, in threads or asyncio tasks, do not mix) and makes the
+    attempt's :class:`guardrail.RetryStep`. The answer's verdict is that of the LLM call whose
+    output is exactly the response text (the last call of a refine chain, the root of a tree
+    summary); an engine that returns text no guarded call produced (``response_mode=
+    "accumulate"``, say) is refused with :class:`guardrail.UnscoredResponseError`. Then, by
+    ``policy``:
 
-    - ``"flag"``: the answer is returned; ``metadata["spilled_energy"]`` says whether it scored
+    - ``"flag"``: the answer is returned; ``metadata["spillguard"]`` says whether it scored
       above the threshold;
     - ``"retry"``: the query is answered again, up to ``policy.max_attempts`` times in all, each
       retry sampled with ``policy.retry_temperature`` and seed ``policy.seed + attempt``
-      (strategy ``"feedback"`` also appends ``policy.feedback`` and the previous answer to the
-      query text, while retrieval still embeds the original query); the lowest-scoring answer
-      is kept and, if still above the threshold, ``policy.after_retries`` applies;
+      (strategy ``"feedback"`` also continues the LLM's conversation with the previous answer
+      and ``policy.feedback``, exactly as the guard does; retrieval still uses the original
+      query); the first answer at or below the threshold is kept, else the lowest-scoring one,
+      and if still above the threshold ``policy.after_retries`` applies;
     - ``"abstain"``: ``policy.abstain_text`` replaces the answer; the source nodes and the
       evidence are kept.
 
     Args:
-        query_engine: any query engine whose answers come from a :class:`SpilledEnergyLLM`.
+        query_engine: any query engine whose answers come from a :class:`SpillguardLLM`.
         policy: a :class:`guardrail.Policy`, or its ``on_hallucination`` as a string (then
             the abstention text is :data:`RAG_ABSTAIN_TEXT`); default flag.
         threshold: override the LLM calibration's threshold.
         callback_manager: default: the wrapped engine's.
 
     Raises:
-        NotGuardedError: the engine's LLM is not a :class:`SpilledEnergyLLM` (at construction
+        NotGuardedError: the engine's LLM is not a :class:`SpillguardLLM` (at construction
             when the engine exposes its synthesizer, else at query time).
         NoContextError: nothing was retrieved (e.g. an empty index), so nothing was answered.
+        UnscoredResponseError: the response text is not the output of a guarded call.
         InvalidInputError: empty query.
     """
 
@@ -108,11 +108,9 @@ class GuardedQueryEngine(BaseQueryEngine):
                 f"got {type(query_engine).__name__}: {query_engine!r}"
             )
         _check_llm(query_engine)
-        if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
-            raise InvalidInputError(f"`threshold` must be a finite number, got {threshold!r}")
         self._query_engine = query_engine
-        self._policy = _make_policy(policy)
-        self._threshold = None if threshold is None else float(threshold)
+        self._policy = as_policy(policy, abstain_text=RAG_ABSTAIN_TEXT)
+        self._threshold = None if threshold is None else check_finite("threshold", threshold)
         super().__init__(callback_manager or getattr(query_engine, "callback_manager", None))
 
     @property
@@ -130,105 +128,58 @@ class GuardedQueryEngine(BaseQueryEngine):
 
     @dispatcher.span
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        query = _check_query(query_bundle)
-        answers: list[_Answer] = []
-        for attempt in range(1, self._policy.attempts + 1):
-            plan = self._plan(attempt, query_bundle, answers)
-            with query_scope(query, decoding=plan.decoding, seed=plan.seed) as scope:
-                response = _settle(self._query_engine.query(plan.bundle))
-            answers.append(_judge(query, response, scope, plan.label))
-            if not self._above(answers[-1]):
-                break
-        return self._decide(query, answers)
+        query = check_text("query", query_bundle.query_str)
+
+        def attempt(step: RetryStep) -> Judged[_Answer]:
+            with query_scope(query, step=step) as scope:
+                response = _settle(self._query_engine.query(query_bundle))
+            return self._judged(query, response, scope, step)
+
+        return self._decide(query, run_attempts(self._policy, attempt))
 
     @dispatcher.span
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        query = _check_query(query_bundle)
-        answers: list[_Answer] = []
-        for attempt in range(1, self._policy.attempts + 1):
-            plan = self._plan(attempt, query_bundle, answers)
-            with query_scope(query, decoding=plan.decoding, seed=plan.seed) as scope:
-                response = await _asettle(await self._query_engine.aquery(plan.bundle))
-            answers.append(_judge(query, response, scope, plan.label))
-            if not self._above(answers[-1]):
-                break
-        return self._decide(query, answers)
+        query = check_text("query", query_bundle.query_str)
+
+        async def attempt(step: RetryStep) -> Judged[_Answer]:
+            with query_scope(query, step=step) as scope:
+                response = await _asettle(await self._query_engine.aquery(query_bundle))
+            return self._judged(query, response, scope, step)
+
+        return self._decide(query, await arun_attempts(self._policy, attempt))
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _plan(self, attempt: int, bundle: QueryBundle, answers: list[_Answer]) -> _Plan:
-        change = self._policy.retry_decoding(attempt)
-        if not change:
-            return _Plan(bundle, {}, None, "greedy")
-        decoding = {"do_sample": True, "temperature": change["temperature"], "top_k": 0, "top_p": 1.0}
-        label = f"sample(temperature={change['temperature']}, seed={change['seed']})"
-        if "feedback" in change:
-            text = f"{bundle.query_str}\n\n{change['feedback']}\nYour previous answer was: {answers[-1].verdict.answer}"
-            bundle = QueryBundle(
-                query_str=text,
-                image_path=bundle.image_path,
-                custom_embedding_strs=bundle.embedding_strs,
-                embedding=bundle.embedding,
-            )
-            label += " + feedback"
-        return _Plan(bundle, decoding, change["seed"], label)
+    def _judged(self, query: str, response: Response, scope: QueryScope, step: RetryStep) -> Judged[_Answer]:
+        verdict = _verdict_of(query, response, scope)
+        threshold = verdict.threshold if self._threshold is None else self._threshold
+        return Judged(_Answer(response, verdict, scope), verdict.answer, verdict.score, threshold, step)
 
-    def _threshold_of(self, answer: _Answer) -> float:
-        return answer.verdict.threshold if self._threshold is None else self._threshold
-
-    def _above(self, answer: _Answer) -> bool:
-        return answer.score > self._threshold_of(answer)
-
-    def _decide(self, query: str, answers: list[_Answer]) -> Response:
-        chosen = min(range(len(answers)), key=lambda i: answers[i].score)
-        best = answers[chosen]
-        threshold = self._threshold_of(best)
-        action = self._policy.decide(best.score, threshold)
-        text = self._policy.abstain_text if action is Action.ABSTAIN else str(best.response.response)
-        evidence = _evidence(query, text, action, threshold, answers, chosen)
+    def _decide(self, query: str, decision: Decision[_Answer]) -> Response:
+        best = decision.best
+        evidence = _evidence(query, decision, self._policy)
         dispatcher.event(
-            GuardedQueryEvent(
-                query=query,
-                action=action.value,
-                score=evidence["score"],
-                threshold=threshold,
-                attempts=len(answers),
-                query_ids=[a.scope.id for a in answers],
+            SpillguardQueryEvent(
+                query=query, action=decision.action.value, score=finite_or_none(best.score),
+                threshold=best.threshold, attempts=len(decision.attempts),
+                query_ids=[j.result.scope.id for j in decision.attempts],
             )
-        )
-        metadata = {**(best.response.metadata or {}), EVIDENCE_KEY: evidence}
-        return Response(response=text, source_nodes=list(best.response.source_nodes), metadata=metadata)
-
-
-def _make_policy(policy: Policy | str | None) -> Policy:
-    if policy is None:
-        return Policy(abstain_text=RAG_ABSTAIN_TEXT)
-    if isinstance(policy, str):
-        return Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT)  # type: ignore[arg-type]
-    if not isinstance(policy, Policy):
-        raise InvalidInputError(
-            f"`policy` must be a guardrail.Policy or one of 'flag', 'retry', 'abstain', got {policy!r}"
-        )
-    return policy
+        )  # fmt: skip
+        response = best.result.response
+        metadata = {**(response.metadata or {}), METADATA_KEY: evidence}
+        return Response(response=decision.text, source_nodes=list(response.source_nodes), metadata=metadata)
 
 
 def _check_llm(query_engine: BaseQueryEngine) -> None:
     """Fail early when the engine exposes a synthesizer whose LLM is not guarded."""
     synthesizer = getattr(query_engine, "_response_synthesizer", None)
     llm = getattr(synthesizer, "_llm", None)
-    if llm is not None and not isinstance(llm, SpilledEnergyLLM):
+    if llm is not None and not isinstance(llm, SpillguardLLM):
         raise NotGuardedError(
-            f"`query_engine` answers with {type(llm).__name__}, which records no spilled-energy "
-            "verdict; build it on a SpilledEnergyLLM, e.g. "
-            "`index.as_query_engine(llm=SpilledEnergyLLM.default())`"
+            f"`query_engine` answers with {type(llm).__name__}, which records no spillguard "
+            "verdict; build it on a SpillguardLLM, e.g. "
+            "`index.as_query_engine(llm=SpillguardLLM.default())`"
         )
-
-
-def _check_query(bundle: QueryBundle) -> str:
-    query = bundle.query_str
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidInputError(f"`query` must contain a non-space character, got {query!r}")
-    return query
 
 
 def _settle(response: RESPONSE_TYPE) -> Response:
@@ -248,8 +199,8 @@ async def _asettle(response: RESPONSE_TYPE) -> Response:
     return _settle(response)
 
 
-def _judge(query: str, response: Response, scope: QueryScope, label: str) -> _Answer:
-    """Find the verdict of the LLM call whose output became ``response``."""
+def _verdict_of(query: str, response: Response, scope: QueryScope) -> Verdict:
+    """The verdict of the LLM call whose output is exactly the response text."""
     records = scope.records
     if not records:
         if not response.source_nodes:
@@ -258,44 +209,43 @@ def _judge(query: str, response: Response, scope: QueryScope, label: str) -> _An
                 f"answer to judge (it returned {response.response!r}); is the index empty?"
             )
         raise NotGuardedError(
-            f"the query engine answered {query!r} without any SpilledEnergyLLM call, so the answer "
-            "cannot be judged; build the engine (and its synthesizer) on a SpilledEnergyLLM"
+            f"the query engine answered {query!r} without any SpillguardLLM call, so the answer "
+            "cannot be judged; build the engine (and its synthesizer) on a SpillguardLLM"
         )
     text = str(response.response or "").strip()
     matching = [r for r in records if r.verdict.text.strip() == text]
-    record = (matching or list(records))[-1]
-    return _Answer(response, record.verdict, scope, label)
+    if not matching:
+        raise UnscoredResponseError(
+            f"the query engine's answer to {query!r}",
+            f"its text {text[:60]!r} is not the output of any of its {len(records)} guarded LLM call(s) (an engine "
+            "that joins or rewrites answers, such as response_mode='accumulate'); use a mode whose answer is one "
+            "call's output ('compact', 'refine', 'tree_summarize')",
+        )
+    return matching[-1].verdict
 
 
-def _evidence(
-    query: str, text: str, action: Action, threshold: float, answers: list[_Answer], chosen: int
-) -> dict[str, Any]:
-    best = answers[chosen]
-    return {
-        "query": query,
-        "action": action.value,
-        "hallucinated": action is not Action.ALLOW,
-        "score": _finite(best.score),
-        "threshold": threshold,
-        "answer": str(best.response.response),
-        "text": text,
-        "span": best.verdict.span.to_dict(),
-        "calibration": best.verdict.calibration,
-        "chosen": chosen,
-        "attempts": [
+def _evidence(query: str, decision: Decision[_Answer], policy: Policy) -> dict[str, Any]:
+    """The chosen call's sealed evidence, updated with the engine's decision and every attempt."""
+    best = decision.best
+    base = Evidence.from_dict(best.result.verdict.to_dict(per_token=False))
+    return base.updated(
+        query=query,
+        action=decision.action.value,
+        hallucinated=decision.action is not Action.ALLOW,
+        threshold=best.threshold,
+        text=decision.text,
+        chosen=decision.chosen,
+        policy=policy.on_hallucination,
+        attempts=[
             {
-                "answer": str(a.response.response),
-                "score": _finite(a.score),
-                "hallucinated": a.score > threshold,
-                "decoding": a.label,
-                "query_id": a.scope.id,
-                "llm_calls": [r.summary() for r in a.scope.records],
+                "answer": j.answer,
+                "score": finite_or_none(j.score),
+                "hallucinated": not j.passed,
+                "decoding": j.step.label(),
+                "query_id": j.result.scope.id,
+                "llm_calls": [r.summary() for r in j.result.scope.records],
             }
-            for a in answers
+            for j in decision.attempts
         ],
-        "verdict": best.verdict.to_dict(),
-    }
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+        verdict=best.result.verdict.to_dict(per_token=False),
+    )

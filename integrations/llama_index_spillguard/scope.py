@@ -1,7 +1,7 @@
-"""Query scopes: which guarded LLM calls belong to which query.
+"""Query scopes: which guarded LLM calls belong to which query attempt, and how they generate.
 
-A :class:`GuardedQueryEngine` opens a scope around each attempt at answering a query; every
-:class:`SpilledEnergyLLM` call made inside it (in the same thread, or in asyncio tasks and
+A :class:`SpillguardQueryEngine` opens a scope around each attempt at answering a query; every
+:class:`SpillguardLLM` call made inside it (in the same thread, or in asyncio tasks and
 ``asyncio.to_thread`` workers started from it, which copy the context) records its verdict
 there. The scope lives in a :class:`contextvars.ContextVar`, so concurrent queries, in threads
 or in asyncio tasks, never see each other's verdicts.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail import Verdict
+from guardrail import RetryStep, Verdict
+from guardrail.validation import finite_or_none
 
 __all__ = ["CallRecord", "QueryScope", "current_scope", "query_scope"]
 
@@ -45,7 +46,7 @@ class CallRecord:
             "answer": v.answer,
             "action": v.action.value,
             "hallucinated": v.hallucinated,
-            "score": _finite(v.score),
+            "score": finite_or_none(v.score),
             "threshold": v.threshold,
             "span": v.span.text,
         }
@@ -58,15 +59,14 @@ class QueryScope:
     Attributes:
         query: the user's query: the LLM localizes the answer against it (words copied from
             the query are not the answer; words copied from the retrieved context are).
-        decoding: generation overrides for the calls (e.g. sampling for a retry).
-        seed: torch seed for the calls, or ``None``.
+        step: the attempt the calls make (a retry's sampling and feedback turn, see
+            :class:`guardrail.RetryStep`).
         parent: the enclosing scope, which also receives every record.
         id: a unique id, also put in each response's ``additional_kwargs``.
     """
 
     query: str
-    decoding: Mapping[str, Any] = field(default_factory=dict)
-    seed: int | None = None
+    step: RetryStep = field(default_factory=RetryStep)
     parent: QueryScope | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _records: list[CallRecord] = field(default_factory=list, repr=False)
@@ -97,17 +97,12 @@ def current_scope() -> QueryScope | None:
 
 
 @contextmanager
-def query_scope(
-    query: str, *, decoding: Mapping[str, Any] | None = None, seed: int | None = None
-) -> Iterator[QueryScope]:
-    """Open a scope for ``query``; guarded LLM calls inside it record their verdicts there."""
-    scope = QueryScope(query, dict(decoding or {}), seed, parent=_CURRENT.get())
+def query_scope(query: str, *, step: RetryStep | None = None) -> Iterator[QueryScope]:
+    """Open a scope for ``query``: guarded LLM calls inside it make attempt ``step`` (default the
+    first) and record their verdicts there."""
+    scope = QueryScope(query, step or RetryStep(), parent=_CURRENT.get())
     token = _CURRENT.set(scope)
     try:
         yield scope
     finally:
         _CURRENT.reset(token)
-
-
-def _finite(value: float) -> float | None:
-    return value if value == value and abs(value) != float("inf") else None

@@ -23,9 +23,9 @@ from guardrail import Policy
 from langchain_spillguard import (
     AsyncSpillguardCallbackHandler,
     ChatSpillguard,
-    HallucinationFlagged,
-    HallucinationGuard,
+    HallucinationDetected,
     SpillguardCallbackHandler,
+    SpillguardRunnable,
 )
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,11 @@ def test_stream_and_astream_carry_the_same_verdict(chat: ChatSpillguard, alone: 
     assert len(texts) > 3, "tokens must stream one by one"
     merged = _merge(chunks)
     assert merged.content == alone[RIGHT].text and _score(merged) == pytest.approx(alone[RIGHT].score, abs=1e-4)
-    assert len(merged.response_metadata["spillguard_steps"]) == len(alone[RIGHT].scores)
+    assert "spillguard_steps" not in merged.response_metadata  # per-token data only on request
+    assert len(chunks) == len(texts) + 1  # one chunk per text delta, then the verdict
+    detailed = ChatSpillguard(guard=chat.guard, max_tokens=MAX_TOKENS, logprobs=True)
+    steps = _merge(list(detailed.stream(RIGHT))).response_metadata["spillguard_steps"]
+    assert [s["position"] for s in steps] == list(range(len(alone[RIGHT].scores)))
 
     async def run() -> list[Any]:
         return [c async for c in chat.astream(WRONG)]
@@ -117,14 +121,14 @@ def test_callback_raise_error_on_a_whole_chain(chat: ChatSpillguard) -> None:
     handler = SpillguardCallbackHandler(raise_error=True)
     chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | chat | StrOutputParser()
     assert chain.invoke({"question": RIGHT}, config={"callbacks": [handler]})
-    with pytest.raises(HallucinationFlagged) as caught:
+    with pytest.raises(HallucinationDetected) as caught:
         chain.invoke({"question": WRONG}, config={"callbacks": [handler]})
-    assert caught.value.run_id in handler.flagged and "KADAMA" in caught.value.evidence["answer"]
+    assert caught.value.run_id in handler.flagged and "KADAMA" in caught.value.evidence.answer
 
 
 def test_retry_changes_a_flagged_answer(chat: ChatSpillguard, alone: dict[str, Any]) -> None:
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
-    guard = HallucinationGuard(prompt | chat, policy=Policy(on_hallucination="retry", max_attempts=3))
+    guard = SpillguardRunnable(prompt | chat, policy=Policy(on_hallucination="retry", max_attempts=3))
     result = guard.invoke({"question": WRONG})
     data = result.response_metadata["spillguard"]
     attempts = data["guard"]["attempts"]
@@ -135,7 +139,7 @@ def test_retry_changes_a_flagged_answer(chat: ChatSpillguard, alone: dict[str, A
 
 
 def test_abstain_on_a_wrong_answer_invoke_and_stream(chat: ChatSpillguard, alone: dict[str, Any]) -> None:
-    guard = HallucinationGuard(chat, policy=Policy(on_hallucination="abstain", abstain_text="I am not sure."))
+    guard = SpillguardRunnable(chat, policy=Policy(on_hallucination="abstain", abstain_text="I am not sure."))
     result = guard.invoke(WRONG)
     assert (
         result.content == "I am not sure." and result.response_metadata["spillguard"]["answer"] == alone[WRONG].answer
@@ -146,20 +150,20 @@ def test_abstain_on_a_wrong_answer_invoke_and_stream(chat: ChatSpillguard, alone
 
 
 def test_with_retry_and_with_fallbacks_compose(chat: ChatSpillguard, alone: dict[str, Any]) -> None:
-    strict = HallucinationGuard(chat, raise_on_hallucination=True)
+    strict = SpillguardRunnable(chat, raise_on_hallucination=True)
     retried = strict.with_retry(
-        retry_if_exception_type=(HallucinationFlagged,), stop_after_attempt=3, wait_exponential_jitter=False
+        retry_if_exception_type=(HallucinationDetected,), stop_after_attempt=3, wait_exponential_jitter=False
     )
     try:
         answer = retried.invoke(WRONG).content
-    except HallucinationFlagged as error:  # all three attempts flagged: still evidence of change
-        answer = error.evidence["answer"]
+    except HallucinationDetected as error:  # all three attempts flagged: still evidence of change
+        answer = error.evidence.answer
     assert answer != alone[WRONG].answer
     fallback = strict.with_fallbacks(
-        [RunnableLambda(lambda _: AIMessage("I don't know."))], exceptions_to_handle=(HallucinationFlagged,)
+        [RunnableLambda(lambda _: AIMessage("I don't know."))], exceptions_to_handle=(HallucinationDetected,)
     )
     assert fallback.invoke(WRONG).content == "I don't know."
     raising_chat = ChatSpillguard(guard=chat.guard, max_tokens=MAX_TOKENS, raise_on_hallucination=True)
-    with pytest.raises(HallucinationFlagged) as caught:
+    with pytest.raises(HallucinationDetected) as caught:
         raising_chat.invoke(WRONG)
     assert caught.value.verdict is not None and caught.value.verdict.answer == alone[WRONG].answer

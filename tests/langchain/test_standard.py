@@ -24,3 +24,8 @@ class TestChatSpillguardStandard(ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": "SmolLM2-135M-Instruct"}
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        """The standard parameters but ``api_key``: a local model has no API and refuses unknown fields."""
+        return {k: v for k, v in super().standard_chat_model_params.items() if k != "api_key"}

@@ -17,29 +17,30 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
-from guardrail import Guard, InvalidInputError, Policy
+from guardrail import Guard, InvalidInputError, Policy, RetryStep
 from langchain_spillguard import (
-    DECODING_KEY,
+    STEP_KEY,
     ChatSpillguard,
-    HallucinationFlagged,
-    HallucinationGuard,
+    HallucinationDetected,
     NotGuardedError,
     SpillguardCallbackHandler,
+    SpillguardRunnable,
     UnscoredResponseError,
     evidence_of,
 )
+from tests.conftest import make_verdict
 
 QUESTION = "what is the capital of france ?"
 
 
 @pytest.fixture(scope="module")
 def tiny_chat(tiny_model: Any, tiny_tokenizer: Any) -> ChatSpillguard:
-    return ChatSpillguard(guard=Guard(tiny_model, tiny_tokenizer, max_new_tokens=6))
+    return ChatSpillguard(guard=Guard(tiny_model, tiny_tokenizer, max_new_tokens=6), logprobs=True)
 
 
 def _scored(answer: str, score: float | None, threshold: float = 1.0) -> AIMessage:
-    """A message shaped like a ChatSpillguard answer, with a chosen score."""
-    data = {"answer": answer, "text": answer, "action": "allow", "score": score, "threshold": threshold, "span": {}}
+    """A message shaped like a ChatSpillguard answer (sealed core evidence), with a chosen score."""
+    data = make_verdict(answer, score, threshold).to_dict(per_token=False)
     return AIMessage(content=answer, response_metadata={"spillguard": data})
 
 
@@ -48,7 +49,7 @@ def _scripted(scores: list[float]) -> tuple[RunnableLambda[Any, AIMessage], list
     seen: list[dict[str, Any]] = []
 
     def answer(_: Any, config: RunnableConfig) -> AIMessage:
-        seen.append(dict(config.get("metadata", {}).get(DECODING_KEY, {})))
+        seen.append(dict(config.get("metadata", {}).get(STEP_KEY, {})))
         return _scored(f"answer {len(seen)}", scores[len(seen) - 1])
 
     return RunnableLambda(answer), seen
@@ -101,9 +102,9 @@ def test_stream_yields_tokens_then_lagged_energies_then_verdict(tiny_chat: ChatS
 
 
 def test_feedback_from_run_metadata_extends_the_prompt(tiny_chat: ChatSpillguard) -> None:
-    change = {"temperature": 0.8, "seed": 3, "feedback": "answer again", "previous_answer": "rome"}
+    change = RetryStep(attempt=2, temperature=0.8, seed=3, feedback="answer again", previous_answer="rome")
     plain = tiny_chat.invoke(QUESTION)
-    retried = tiny_chat.invoke(QUESTION, config={"metadata": {DECODING_KEY: change}})
+    retried = tiny_chat.invoke(QUESTION, config={"metadata": {STEP_KEY: change.to_dict()}})
     assert plain.usage_metadata and retried.usage_metadata
     assert retried.usage_metadata["input_tokens"] > plain.usage_metadata["input_tokens"]
 
@@ -144,7 +145,7 @@ def test_chat_model_raises_with_verdict_when_asked(tiny_model: Any, tiny_tokeniz
     object.__setattr__(strict, "threshold", -1e9)  # every answer is above it
     guard.calibration = strict
     chat = ChatSpillguard(guard=guard, raise_on_hallucination=True)
-    with pytest.raises(HallucinationFlagged) as caught:
+    with pytest.raises(HallucinationDetected) as caught:
         chat.invoke(QUESTION)
     assert caught.value.verdict is not None and caught.value.run_id is not None
     assert caught.value.score == pytest.approx(caught.value.verdict.score)
@@ -166,10 +167,10 @@ def test_callback_records_scored_runs_by_run_id(tiny_chat: ChatSpillguard, caplo
 
 def test_callback_raise_error_carries_evidence(tiny_chat: ChatSpillguard) -> None:
     handler = SpillguardCallbackHandler(threshold=-1e9, raise_error=True)
-    with pytest.raises(HallucinationFlagged) as caught:
+    with pytest.raises(HallucinationDetected) as caught:
         tiny_chat.invoke(QUESTION, config={"callbacks": [handler]})
     assert caught.value.run_id in handler.flagged and caught.value.threshold == -1e9
-    assert "attempts" in caught.value.evidence
+    assert caught.value.evidence is not None and "attempts" in caught.value.evidence.data
 
 
 def test_unscored_response_is_never_allowed() -> None:
@@ -193,26 +194,26 @@ def test_callback_rejects_bad_threshold() -> None:
 
 def test_guard_refuses_non_guarded_models() -> None:
     with pytest.raises(NotGuardedError, match="FakeListChatModel"):
-        HallucinationGuard(FakeListChatModel(responses=["x"]))
+        SpillguardRunnable(FakeListChatModel(responses=["x"]))
     prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
     with pytest.raises(NotGuardedError, match="FakeListChatModel"):
-        HallucinationGuard(prompt | FakeListChatModel(responses=["x"]).bind(stop=["."]))
+        SpillguardRunnable(prompt | FakeListChatModel(responses=["x"]).bind(stop=["."]))
     with pytest.raises(NotGuardedError, match="StrOutputParser"):
-        HallucinationGuard(prompt | ChatSpillguard() | StrOutputParser())
+        SpillguardRunnable(prompt | ChatSpillguard() | StrOutputParser())
 
 
 def test_guard_never_allows_an_unscored_output() -> None:
     with pytest.raises(UnscoredResponseError):
-        HallucinationGuard(RunnableLambda(lambda _: AIMessage("Paris."))).invoke("q")
+        SpillguardRunnable(RunnableLambda(lambda _: AIMessage("Paris."))).invoke("q")
     with pytest.raises(UnscoredResponseError, match="str"):
-        HallucinationGuard(RunnableLambda(lambda _: "Paris.")).invoke("q")
+        SpillguardRunnable(RunnableLambda(lambda _: "Paris.")).invoke("q")
 
 
 def test_retry_changes_decoding_and_keeps_the_best() -> None:
     runnable, seen = _scripted([5.0, 3.0, 4.0])
-    guard = HallucinationGuard(runnable, policy=Policy(on_hallucination="retry", max_attempts=3, seed=10))
+    guard = SpillguardRunnable(runnable, policy=Policy(on_hallucination="retry", max_attempts=3, seed=10))
     result = guard.invoke("q")
-    assert seen[0] == {} and seen[1]["seed"] == 12 and seen[2]["seed"] == 13
+    assert seen[0]["temperature"] is None and seen[1]["seed"] == 12 and seen[2]["seed"] == 13
     assert seen[1]["temperature"] == 0.8
     data = result.response_metadata["spillguard"]
     assert result.content == "answer 2" and data["guard"]["chosen"] == 1 and data["action"] == "flag"
@@ -221,47 +222,47 @@ def test_retry_changes_decoding_and_keeps_the_best() -> None:
 
 def test_retry_stops_at_the_first_allowed_answer() -> None:
     runnable, seen = _scripted([5.0, 0.5, 0.1])
-    result = HallucinationGuard(runnable, policy=Policy(on_hallucination="retry")).invoke("q")
+    result = SpillguardRunnable(runnable, policy=Policy(on_hallucination="retry")).invoke("q")
     assert len(seen) == 2 and result.content == "answer 2"
     assert result.response_metadata["spillguard"]["action"] == "allow"
 
 
 def test_feedback_retry_passes_the_previous_answer() -> None:
     runnable, seen = _scripted([5.0, 0.5])
-    HallucinationGuard(runnable, policy=Policy(on_hallucination="retry", retry_strategy="feedback")).invoke("q")
+    SpillguardRunnable(runnable, policy=Policy(on_hallucination="retry", retry_strategy="feedback")).invoke("q")
     assert seen[1]["previous_answer"] == "answer 1" and seen[1]["feedback"]
 
 
 def test_abstain_returns_the_configured_text_with_evidence() -> None:
     runnable, _ = _scripted([5.0])
-    guard = HallucinationGuard(runnable, policy=Policy(on_hallucination="abstain", abstain_text="No idea."))
+    guard = SpillguardRunnable(runnable, policy=Policy(on_hallucination="abstain", abstain_text="No idea."))
     result = guard.invoke("q")
     data = result.response_metadata["spillguard"]
     assert result.content == "No idea." and data["answer"] == "answer 1" and data["action"] == "abstain"
-    streamed = [c.content for c in HallucinationGuard(_scripted([5.0])[0], policy=guard.policy).stream("q")]
+    streamed = [c.content for c in SpillguardRunnable(_scripted([5.0])[0], policy=guard.policy).stream("q")]
     assert streamed == ["No idea."]
 
 
 def test_empty_answer_score_none_is_flagged() -> None:
     runnable, _ = _scripted([None])  # type: ignore[list-item]
-    result = HallucinationGuard(runnable).invoke("q")
+    result = SpillguardRunnable(runnable).invoke("q")
     assert result.response_metadata["spillguard"]["action"] == "flag"
 
 
 def test_with_retry_attempt_tag_changes_decoding() -> None:
     runnable, seen = _scripted([5.0, 0.5])
-    guard = HallucinationGuard(runnable, raise_on_hallucination=True).with_retry(
-        retry_if_exception_type=(HallucinationFlagged,), stop_after_attempt=3, wait_exponential_jitter=False
+    guard = SpillguardRunnable(runnable, raise_on_hallucination=True).with_retry(
+        retry_if_exception_type=(HallucinationDetected,), stop_after_attempt=3, wait_exponential_jitter=False
     )
     assert guard.invoke("q").content == "answer 2"
-    assert seen[0] == {} and seen[1]["seed"] == 2
+    assert seen[0]["temperature"] is None and seen[1]["seed"] == 2
 
 
 def test_with_fallbacks_handles_flagged_answers() -> None:
     runnable, _ = _scripted([5.0])
     fallback = RunnableLambda(lambda _: AIMessage("I don't know."))
-    chain = HallucinationGuard(runnable, raise_on_hallucination=True).with_fallbacks(
-        [fallback], exceptions_to_handle=(HallucinationFlagged,)
+    chain = SpillguardRunnable(runnable, raise_on_hallucination=True).with_fallbacks(
+        [fallback], exceptions_to_handle=(HallucinationDetected,)
     )
     assert chain.invoke("q").content == "I don't know."
 
@@ -269,9 +270,9 @@ def test_with_fallbacks_handles_flagged_answers() -> None:
 @pytest.mark.asyncio
 async def test_guard_async_matches_sync() -> None:
     runnable, _ = _scripted([5.0, 3.0, 4.0])
-    result = await HallucinationGuard(runnable, policy=Policy(on_hallucination="retry")).ainvoke("q")
+    result = await SpillguardRunnable(runnable, policy=Policy(on_hallucination="retry")).ainvoke("q")
     assert result.content == "answer 2"
-    chunks = [c async for c in HallucinationGuard(_scripted([5.0])[0], policy=Policy("abstain")).astream("q")]
+    chunks = [c async for c in SpillguardRunnable(_scripted([5.0])[0], policy=Policy("abstain")).astream("q")]
     assert [c.content for c in chunks] == ["I don't know."]
 
 
@@ -310,7 +311,7 @@ async def test_concurrent_astreams_are_serialized_without_deadlock(tiny_chat: Ch
 
 
 def test_guard_flag_stream_passes_tokens_through(tiny_chat: ChatSpillguard) -> None:
-    chunks = list(HallucinationGuard(tiny_chat).stream(QUESTION))
+    chunks = list(SpillguardRunnable(tiny_chat).stream(QUESTION))
     assert sum(1 for c in chunks if c.content) > 1, "tokens must pass through as produced"
     last = chunks[-1]
     assert last.chunk_position == "last" and last.response_metadata["spillguard"]["guard"]["chosen"] == 0
@@ -326,6 +327,6 @@ def test_guard_batch_and_abatch_keep_inputs_apart() -> None:
     def answer(question: str) -> AIMessage:
         return _scored(question.upper(), 0.0 if question == "a" else 5.0)
 
-    guard = HallucinationGuard(RunnableLambda(answer), policy=Policy(on_hallucination="abstain"))
+    guard = SpillguardRunnable(RunnableLambda(answer), policy=Policy(on_hallucination="abstain"))
     assert [m.content for m in guard.batch(["a", "b"])] == ["A", "I don't know."]
     assert [m.content for m in asyncio.run(guard.abatch(["b", "a"]))] == ["I don't know.", "A"]

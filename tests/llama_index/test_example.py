@@ -49,7 +49,7 @@ def test_rag_example_abstains_only_where_the_documents_are_silent(
         else:
             assert row["action"] == "abstain", row
             assert row["response"] == RAG_ABSTAIN_TEXT
-    assert isinstance(Settings.llm, example.SpilledEnergyLLM)  # never a default OpenAI LLM
+    assert isinstance(Settings.llm, example.SpillguardLLM)  # never a default OpenAI LLM
     assert isinstance(Settings.embed_model, example.MiniLMEmbedding)
 
 

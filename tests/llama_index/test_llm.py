@@ -1,4 +1,4 @@
-"""SpilledEnergyLLM: LlamaIndex's LLM surface over a guard (tiny model; one real-model check)."""
+"""SpillguardLLM: LlamaIndex's LLM surface over a guard (tiny model; one real-model check)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, Completi
 
 from guardrail import Action, Calibration, Guard, InvalidInputError, Policy, Verdict
 from llama_index_spillguard import (
-    EVIDENCE_KEY,
-    SpilledEnergyEventHandler,
-    SpilledEnergyLLM,
+    METADATA_KEY,
+    SpillguardEventHandler,
+    SpillguardLLM,
     current_scope,
     query_scope,
 )
@@ -27,15 +27,15 @@ QUESTION = "what is the capital of france ?"
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_guard: Guard) -> SpilledEnergyLLM:
-    return SpilledEnergyLLM(tiny_guard)
+def llm(tiny_guard: Guard) -> SpillguardLLM:
+    return SpillguardLLM(tiny_guard)
 
 
 def _evidence(response: CompletionResponse | ChatResponse) -> dict[str, Any]:
-    return response.additional_kwargs[EVIDENCE_KEY]
+    return response.additional_kwargs[METADATA_KEY]
 
 
-def test_metadata_describes_the_model(llm: SpilledEnergyLLM, tiny_model: Any) -> None:
+def test_metadata_describes_the_model(llm: SpillguardLLM, tiny_model: Any) -> None:
     meta = llm.metadata
     assert meta.context_window == tiny_model.config.max_position_embeddings
     assert meta.num_output == 4
@@ -45,10 +45,10 @@ def test_metadata_describes_the_model(llm: SpilledEnergyLLM, tiny_model: Any) ->
 
 
 def test_num_output_follows_generate_kwargs(tiny_guard: Guard) -> None:
-    assert SpilledEnergyLLM(tiny_guard, generate_kwargs={"max_new_tokens": 2}).metadata.num_output == 2
+    assert SpillguardLLM(tiny_guard, generate_kwargs={"max_new_tokens": 2}).metadata.num_output == 2
 
 
-def test_complete_carries_verdict_logprobs_and_raw(llm: SpilledEnergyLLM) -> None:
+def test_complete_carries_verdict_logprobs_and_raw(llm: SpillguardLLM) -> None:
     response = llm.complete(QUESTION)
     verdict = response.raw
     assert isinstance(verdict, Verdict)
@@ -63,34 +63,34 @@ def test_complete_carries_verdict_logprobs_and_raw(llm: SpilledEnergyLLM) -> Non
     assert "".join(s[0].token for s in response.logprobs) == verdict.answer
 
 
-def test_chat_returns_an_assistant_message(llm: SpilledEnergyLLM) -> None:
+def test_chat_returns_an_assistant_message(llm: SpillguardLLM) -> None:
     response = llm.chat([ChatMessage(role=MessageRole.USER, content=QUESTION)])
     assert response.message.role == MessageRole.ASSISTANT
     assert response.message.content == response.raw.text
     assert _evidence(response)["answer"] == response.raw.answer
 
 
-def test_chat_is_the_same_answer_as_complete(llm: SpilledEnergyLLM) -> None:
+def test_chat_is_the_same_answer_as_complete(llm: SpillguardLLM) -> None:
     chat = llm.chat([ChatMessage(role="user", content=QUESTION)])
     assert chat.message.content == llm.complete(QUESTION).text
 
 
-def test_stream_complete_deltas_add_up_and_last_chunk_has_verdict(llm: SpilledEnergyLLM) -> None:
+def test_stream_complete_deltas_add_up_and_last_chunk_has_verdict(llm: SpillguardLLM) -> None:
     chunks = list(llm.stream_complete(QUESTION))
     assert "".join(c.delta or "" for c in chunks) == chunks[-1].text
     assert chunks[-1].delta == ""
     assert _evidence(chunks[-1])["answer"] == chunks[-1].text == llm.complete(QUESTION).raw.answer
-    assert all(EVIDENCE_KEY not in c.additional_kwargs for c in chunks[:-1])
+    assert all(METADATA_KEY not in c.additional_kwargs for c in chunks[:-1])
 
 
-def test_stream_chat_yields_chat_responses(llm: SpilledEnergyLLM) -> None:
+def test_stream_chat_yields_chat_responses(llm: SpillguardLLM) -> None:
     chunks = list(llm.stream_chat([ChatMessage(role="user", content=QUESTION)]))
     assert all(isinstance(c, ChatResponse) for c in chunks)
     assert isinstance(chunks[-1].raw, Verdict)
     assert chunks[-1].message.content == chunks[-1].raw.answer
 
 
-def test_async_variants_match_sync(llm: SpilledEnergyLLM) -> None:
+def test_async_variants_match_sync(llm: SpillguardLLM) -> None:
     expected = llm.complete(QUESTION).text
     messages = [ChatMessage(role="user", content=QUESTION)]
 
@@ -103,10 +103,10 @@ def test_async_variants_match_sync(llm: SpilledEnergyLLM) -> None:
 
     done, chat, streamed, chat_streamed = asyncio.run(run())
     assert done.text == chat.message.content == streamed[-1].text == chat_streamed[-1].message.content == expected
-    assert EVIDENCE_KEY in streamed[-1].additional_kwargs and EVIDENCE_KEY in chat_streamed[-1].additional_kwargs
+    assert METADATA_KEY in streamed[-1].additional_kwargs and METADATA_KEY in chat_streamed[-1].additional_kwargs
 
 
-def test_many_concurrent_async_streams_do_not_starve_the_executor(llm: SpilledEnergyLLM) -> None:
+def test_many_concurrent_async_streams_do_not_starve_the_executor(llm: SpillguardLLM) -> None:
     expected = llm.complete(QUESTION).text
     many = 12  # more than asyncio's default worker threads on a small machine
 
@@ -119,7 +119,7 @@ def test_many_concurrent_async_streams_do_not_starve_the_executor(llm: SpilledEn
     assert asyncio.run(run()) == [expected] * many
 
 
-def test_callbacks_emit_instrumentation_events(llm: SpilledEnergyLLM, event_handler: SpilledEnergyEventHandler) -> None:
+def test_callbacks_emit_instrumentation_events(llm: SpillguardLLM, event_handler: SpillguardEventHandler) -> None:
     llm.complete(QUESTION)
     llm.chat([ChatMessage(role="user", content=QUESTION)])
     list(llm.stream_complete(QUESTION))
@@ -135,7 +135,7 @@ def test_guard_policy_applies_outside_an_engine(tiny_model: Any, tiny_tokenizer:
         calibration=Calibration.uncalibrated(threshold=-1e9),
         policy=Policy(on_hallucination="abstain", abstain_text="no idea"),
     )
-    llm = SpilledEnergyLLM(guard)
+    llm = SpillguardLLM(guard)
     response = llm.complete(QUESTION)
     assert response.text == "no idea"
     assert _evidence(response)["action"] == Action.ABSTAIN.value
@@ -146,7 +146,7 @@ def test_guard_policy_applies_outside_an_engine(tiny_model: Any, tiny_tokenizer:
     assert _evidence(inside)["query_id"] == scope.id
 
 
-def test_scope_records_calls_and_forwards_to_parent(llm: SpilledEnergyLLM) -> None:
+def test_scope_records_calls_and_forwards_to_parent(llm: SpillguardLLM) -> None:
     with query_scope("outer") as outer:
         llm.complete(QUESTION)
         with query_scope("inner") as inner:
@@ -158,7 +158,7 @@ def test_scope_records_calls_and_forwards_to_parent(llm: SpilledEnergyLLM) -> No
     assert inner.records[0].verdict.question == "inner"  # localized against the scope's query
 
 
-def test_scopes_do_not_leak_across_threads(llm: SpilledEnergyLLM) -> None:
+def test_scopes_do_not_leak_across_threads(llm: SpillguardLLM) -> None:
     seen: list[Any] = []
     with query_scope("main") as scope:
         worker = threading.Thread(target=lambda: seen.append((current_scope(), llm.complete(QUESTION))))
@@ -168,7 +168,7 @@ def test_scopes_do_not_leak_across_threads(llm: SpilledEnergyLLM) -> None:
     assert scope.records == ()
 
 
-def test_scope_reaches_async_workers(llm: SpilledEnergyLLM) -> None:
+def test_scope_reaches_async_workers(llm: SpillguardLLM) -> None:
     async def run() -> Any:
         with query_scope(QUESTION) as scope:
             await llm.acomplete(QUESTION)
@@ -178,7 +178,7 @@ def test_scope_reaches_async_workers(llm: SpilledEnergyLLM) -> None:
     assert len(asyncio.run(run()).records) == 3
 
 
-def test_seeded_sampling_is_reproducible(llm: SpilledEnergyLLM) -> None:
+def test_seeded_sampling_is_reproducible(llm: SpillguardLLM) -> None:
     first = llm.complete(QUESTION, do_sample=True, temperature=1.0, seed=7).text
     assert llm.complete(QUESTION, do_sample=True, temperature=1.0, seed=7).text == first
 
@@ -187,34 +187,34 @@ def test_seeded_sampling_is_reproducible(llm: SpilledEnergyLLM) -> None:
     ("kwargs", "message"),
     [({"temprature": 0.5}, "temprature"), ({"raw": "yes"}, "`raw` must be a bool")],
 )
-def test_bad_call_options_are_named(llm: SpilledEnergyLLM, kwargs: dict[str, Any], message: str) -> None:
+def test_bad_call_options_are_named(llm: SpillguardLLM, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         llm.complete(QUESTION, **kwargs)
 
 
-def test_empty_prompt_is_rejected(llm: SpilledEnergyLLM) -> None:
+def test_empty_prompt_is_rejected(llm: SpillguardLLM) -> None:
     with pytest.raises(InvalidInputError, match="non-space"):
         llm.complete("   ")
 
 
 def test_constructor_errors_name_the_argument(tiny_guard: Guard) -> None:
     with pytest.raises(InvalidInputError, match="`guard` must be a guardrail.Guard"):
-        SpilledEnergyLLM("not a guard")  # type: ignore[arg-type]
+        SpillguardLLM("not a guard")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="either `guard` or `model_path`"):
-        SpilledEnergyLLM(tiny_guard, model_path="/nowhere")
+        SpillguardLLM(tiny_guard, model_path="/nowhere")
     with pytest.raises(InvalidInputError, match="unknown options \\['beams'\\]"):
-        SpilledEnergyLLM(tiny_guard, generate_kwargs={"beams": 2})
+        SpillguardLLM(tiny_guard, generate_kwargs={"beams": 2})
 
 
 def test_from_pretrained_loads_a_local_model(tiny_model: Any, tiny_tokenizer: Any, tmp_path: Any) -> None:
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
-    llm = SpilledEnergyLLM.from_pretrained(tmp_path, max_new_tokens=3)
+    llm = SpillguardLLM.from_pretrained(tmp_path, max_new_tokens=3)
     assert llm.metadata.num_output == 3
     response = llm.complete(QUESTION)
     assert (
         response.raw.answer
-        == SpilledEnergyLLM(Guard(tiny_model, tiny_tokenizer, max_new_tokens=3)).complete(QUESTION).raw.answer
+        == SpillguardLLM(Guard(tiny_model, tiny_tokenizer, max_new_tokens=3)).complete(QUESTION).raw.answer
     )
 
 
@@ -230,9 +230,9 @@ def test_missing_llama_index_gives_an_actionable_import_error() -> None:
 
 @pytest.mark.integration
 def test_real_model_answer_carries_scores(real_guard: Guard) -> None:
-    llm = SpilledEnergyLLM(real_guard, generate_kwargs={"max_new_tokens": 12})
+    llm = SpillguardLLM(real_guard, generate_kwargs={"max_new_tokens": 12})
     response = llm.complete("What is the capital of France?")
     assert "Paris" in response.text
     evidence = _evidence(response)
     assert evidence["score"] == pytest.approx(response.raw.score)
-    assert len(evidence["attempts"][0]["spilled_energy"]) == len(response.logprobs)
+    assert evidence["attempts"][0]["answer_tokens"] == len(response.logprobs) == len(response.raw.scores.spilled_energy)

@@ -1,4 +1,4 @@
-"""GuardedQueryEngine, evaluator and instrumentation over real LlamaIndex objects and the real model.
+"""SpillguardQueryEngine, evaluator and instrumentation over real LlamaIndex objects and the real model.
 
 The index uses a deterministic hashed bag-of-words embedding (fast, no download); the answers
 come from the bundled SmolLM2-135M-Instruct. Thresholds are set explicitly where a test needs
@@ -29,14 +29,14 @@ from llama_index.core.schema import QueryBundle
 
 from guardrail import Guard, InvalidInputError, Policy
 from llama_index_spillguard import (
-    EVIDENCE_KEY,
+    METADATA_KEY,
     RAG_ABSTAIN_TEXT,
-    GuardedQueryEngine,
     NoContextError,
     NotGuardedError,
-    SpilledEnergyEvaluator,
-    SpilledEnergyEventHandler,
-    SpilledEnergyLLM,
+    SpillguardEvaluator,
+    SpillguardEventHandler,
+    SpillguardLLM,
+    SpillguardQueryEngine,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("closed_event_loop")]
@@ -79,8 +79,8 @@ class HashEmbedding(BaseEmbedding):
 
 
 @pytest.fixture(scope="module")
-def llm(real_guard: Guard) -> SpilledEnergyLLM:
-    return SpilledEnergyLLM(real_guard, generate_kwargs={"max_new_tokens": 16})
+def llm(real_guard: Guard) -> SpillguardLLM:
+    return SpillguardLLM(real_guard, generate_kwargs={"max_new_tokens": 16})
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +89,19 @@ def index() -> VectorStoreIndex:
 
 
 @pytest.fixture(scope="module")
-def inner(index: VectorStoreIndex, llm: SpilledEnergyLLM) -> BaseQueryEngine:
+def inner(index: VectorStoreIndex, llm: SpillguardLLM) -> BaseQueryEngine:
     return index.as_query_engine(llm=llm, similarity_top_k=1)
 
 
 @pytest.fixture(scope="module")
 def flagged(inner: BaseQueryEngine) -> dict[str, Response]:
     """Each question answered once (greedy), flag policy: the reference answers."""
-    engine = GuardedQueryEngine(inner, "flag")
+    engine = SpillguardQueryEngine(inner, "flag")
     return {q: engine.query(q) for q in (Q_LIGHTHOUSE, Q_FERRY)}
 
 
 def _evidence(response: Any) -> dict[str, Any]:
-    return response.metadata[EVIDENCE_KEY]
+    return response.metadata[METADATA_KEY]
 
 
 def _assert_own_evidence(response: Response) -> None:
@@ -125,12 +125,12 @@ def test_flag_puts_the_verdict_in_metadata(flagged: dict[str, Response]) -> None
     assert evidence["verdict"]["answer"] == response.response
     assert response.source_nodes and "lighthouse" in response.source_nodes[0].get_content()
     assert len(evidence["attempts"]) == 1 and evidence["attempts"][0]["decoding"] == "greedy"
-    assert set(response.metadata) - {EVIDENCE_KEY} == {n.node.node_id for n in response.source_nodes}
+    assert set(response.metadata) - {METADATA_KEY} == {n.node.node_id for n in response.source_nodes}
     _assert_own_evidence(response)
 
 
 def test_flag_marks_but_keeps_the_answer(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
-    response = GuardedQueryEngine(inner, "flag", threshold=FLAG_ALL).query(Q_LIGHTHOUSE)
+    response = SpillguardQueryEngine(inner, "flag", threshold=FLAG_ALL).query(Q_LIGHTHOUSE)
     assert response.response == flagged[Q_LIGHTHOUSE].response
     assert _evidence(response)["action"] == "flag" and _evidence(response)["hallucinated"] is True
 
@@ -139,7 +139,7 @@ def test_flag_marks_but_keeps_the_answer(inner: BaseQueryEngine, flagged: dict[s
 
 
 def test_retry_changes_the_answer_and_keeps_the_best(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
-    engine = GuardedQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=3), threshold=FLAG_ALL)
+    engine = SpillguardQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=3), threshold=FLAG_ALL)
     response = engine.query(Q_LIGHTHOUSE)
     attempts = _evidence(response)["attempts"]
     assert [a["decoding"] for a in attempts] == [
@@ -156,14 +156,14 @@ def test_retry_changes_the_answer_and_keeps_the_best(inner: BaseQueryEngine, fla
 
 
 def test_retry_stops_at_an_allowed_answer(inner: BaseQueryEngine) -> None:
-    response = GuardedQueryEngine(inner, "retry", threshold=ALLOW_ALL).query(Q_FERRY)
+    response = SpillguardQueryEngine(inner, "retry", threshold=ALLOW_ALL).query(Q_FERRY)
     assert len(_evidence(response)["attempts"]) == 1
     assert _evidence(response)["action"] == "allow"
 
 
 def test_feedback_retry_keeps_retrieval_on_the_original_query(inner: BaseQueryEngine) -> None:
     policy = Policy(on_hallucination="retry", max_attempts=2, retry_strategy="feedback", after_retries="abstain")
-    response = GuardedQueryEngine(inner, policy, threshold=FLAG_ALL).query(Q_FERRY)
+    response = SpillguardQueryEngine(inner, policy, threshold=FLAG_ALL).query(Q_FERRY)
     attempts = _evidence(response)["attempts"]
     assert attempts[1]["decoding"].endswith("+ feedback")
     assert response.response == "I don't know."
@@ -176,7 +176,7 @@ def test_feedback_retry_keeps_retrieval_on_the_original_query(inner: BaseQueryEn
 def test_abstain_replaces_the_answer_and_keeps_source_nodes(
     inner: BaseQueryEngine, flagged: dict[str, Response]
 ) -> None:
-    response = GuardedQueryEngine(inner, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
+    response = SpillguardQueryEngine(inner, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
     assert response.response == RAG_ABSTAIN_TEXT
     evidence = _evidence(response)
     assert evidence["action"] == "abstain" and evidence["text"] == RAG_ABSTAIN_TEXT
@@ -185,7 +185,7 @@ def test_abstain_replaces_the_answer_and_keeps_source_nodes(
 
 
 def test_abstain_lets_an_allowed_answer_through(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
-    response = GuardedQueryEngine(inner, "abstain", threshold=ALLOW_ALL).query(Q_FERRY)
+    response = SpillguardQueryEngine(inner, "abstain", threshold=ALLOW_ALL).query(Q_FERRY)
     assert response.response == flagged[Q_FERRY].response
 
 
@@ -193,13 +193,13 @@ def test_abstain_lets_an_allowed_answer_through(inner: BaseQueryEngine, flagged:
 
 
 def test_aquery_matches_query(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
-    response = asyncio.run(GuardedQueryEngine(inner, "abstain", threshold=FLAG_ALL).aquery(Q_LIGHTHOUSE))
+    response = asyncio.run(SpillguardQueryEngine(inner, "abstain", threshold=FLAG_ALL).aquery(Q_LIGHTHOUSE))
     assert response.response == RAG_ABSTAIN_TEXT
     assert _evidence(response)["answer"] == flagged[Q_LIGHTHOUSE].response
 
 
 def test_concurrent_async_queries_do_not_mix_verdicts(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
-    engine = GuardedQueryEngine(inner, "flag")
+    engine = SpillguardQueryEngine(inner, "flag")
 
     async def run() -> list[Any]:
         return await asyncio.gather(engine.aquery(Q_LIGHTHOUSE), engine.aquery(Q_FERRY))
@@ -211,7 +211,7 @@ def test_concurrent_async_queries_do_not_mix_verdicts(inner: BaseQueryEngine, fl
 
 
 def test_concurrent_threaded_queries_do_not_mix_verdicts(inner: BaseQueryEngine, flagged: dict[str, Response]) -> None:
-    engine = GuardedQueryEngine(inner, "flag")
+    engine = SpillguardQueryEngine(inner, "flag")
     with ThreadPoolExecutor(max_workers=2) as pool:
         responses = list(pool.map(engine.query, [Q_FERRY, Q_LIGHTHOUSE]))
     for question, response in zip((Q_FERRY, Q_LIGHTHOUSE), responses, strict=True):
@@ -220,10 +220,10 @@ def test_concurrent_threaded_queries_do_not_mix_verdicts(inner: BaseQueryEngine,
 
 
 def test_streaming_inner_engine_is_gated(
-    index: VectorStoreIndex, llm: SpilledEnergyLLM, flagged: dict[str, Response]
+    index: VectorStoreIndex, llm: SpillguardLLM, flagged: dict[str, Response]
 ) -> None:
     streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
-    response = GuardedQueryEngine(streaming, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
+    response = SpillguardQueryEngine(streaming, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
     assert response.response == RAG_ABSTAIN_TEXT
     assert _evidence(response)["answer"] == flagged[Q_FERRY].response
 
@@ -232,8 +232,8 @@ def test_streaming_inner_engine_is_gated(
 
 
 def test_non_guarded_llm_is_refused_at_construction(index: VectorStoreIndex) -> None:
-    with pytest.raises(NotGuardedError, match="MockLLM.*SpilledEnergyLLM"):
-        GuardedQueryEngine(index.as_query_engine(llm=MockLLM()))
+    with pytest.raises(NotGuardedError, match="MockLLM.*SpillguardLLM"):
+        SpillguardQueryEngine(index.as_query_engine(llm=MockLLM()))
 
 
 class _UnguardedEngine(BaseQueryEngine):
@@ -255,8 +255,8 @@ class _UnguardedEngine(BaseQueryEngine):
 
 
 def test_non_guarded_llm_is_refused_at_query_time(index: VectorStoreIndex) -> None:
-    engine = GuardedQueryEngine(_UnguardedEngine(index))
-    with pytest.raises(NotGuardedError, match="without any SpilledEnergyLLM call"):
+    engine = SpillguardQueryEngine(_UnguardedEngine(index))
+    with pytest.raises(NotGuardedError, match="without any SpillguardLLM call"):
         engine.query(Q_FERRY)
     with pytest.raises(NotGuardedError):
         asyncio.run(engine.aquery(Q_FERRY))
@@ -265,28 +265,28 @@ def test_non_guarded_llm_is_refused_at_query_time(index: VectorStoreIndex) -> No
 @pytest.mark.parametrize("query", ["", "   \n"])
 def test_empty_query_is_rejected(inner: BaseQueryEngine, query: str) -> None:
     with pytest.raises(InvalidInputError, match="`query` must contain a non-space character"):
-        GuardedQueryEngine(inner).query(query)
+        SpillguardQueryEngine(inner).query(query)
 
 
-def test_empty_index_gives_a_clear_error(llm: SpilledEnergyLLM) -> None:
+def test_empty_index_gives_a_clear_error(llm: SpillguardLLM) -> None:
     empty = VectorStoreIndex.from_documents([], embed_model=HashEmbedding())
     with pytest.raises(NoContextError, match="no source node.*is the index empty"):
-        GuardedQueryEngine(empty.as_query_engine(llm=llm)).query(Q_FERRY)
+        SpillguardQueryEngine(empty.as_query_engine(llm=llm)).query(Q_FERRY)
 
 
 def test_bad_arguments_are_named(inner: BaseQueryEngine) -> None:
     with pytest.raises(InvalidInputError, match="`query_engine` must be"):
-        GuardedQueryEngine("engine")  # type: ignore[arg-type]
+        SpillguardQueryEngine("engine")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="`policy` must be"):
-        GuardedQueryEngine(inner, 3)  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match="`on_hallucination` must be one of"):
-        GuardedQueryEngine(inner, "ignore")
+        SpillguardQueryEngine(inner, 3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="`policy` must be one of"):
+        SpillguardQueryEngine(inner, "ignore")
     with pytest.raises(InvalidInputError, match="`threshold` must be a finite number"):
-        GuardedQueryEngine(inner, threshold=math.nan)
+        SpillguardQueryEngine(inner, threshold=math.nan)
 
 
 def test_prompts_of_the_wrapped_engine_are_exposed(inner: BaseQueryEngine) -> None:
-    prompts = GuardedQueryEngine(inner).get_prompts()
+    prompts = SpillguardQueryEngine(inner).get_prompts()
     assert prompts and all(key.startswith("query_engine:") for key in prompts)
 
 
@@ -294,9 +294,9 @@ def test_prompts_of_the_wrapped_engine_are_exposed(inner: BaseQueryEngine) -> No
 
 
 def test_handler_shows_which_call_of_a_query_was_flagged(
-    inner: BaseQueryEngine, event_handler: SpilledEnergyEventHandler
+    inner: BaseQueryEngine, event_handler: SpillguardEventHandler
 ) -> None:
-    engine = GuardedQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=2), threshold=FLAG_ALL)
+    engine = SpillguardQueryEngine(inner, Policy(on_hallucination="retry", max_attempts=2), threshold=FLAG_ALL)
     response = engine.query(Q_FERRY)
     (query,) = event_handler.queries
     assert query.query == Q_FERRY and query.action == "flag" and len(query.query_ids) == 2
@@ -308,21 +308,21 @@ def test_handler_shows_which_call_of_a_query_was_flagged(
 
 def test_evaluator_reads_the_metadata(flagged: dict[str, Response]) -> None:
     response = flagged[Q_LIGHTHOUSE]
-    result = SpilledEnergyEvaluator().evaluate_response(query=Q_LIGHTHOUSE, response=response)
+    result = SpillguardEvaluator().evaluate_response(query=Q_LIGHTHOUSE, response=response)
     evidence = _evidence(response)
     assert result.passing is (not evidence["hallucinated"])
     assert result.score == pytest.approx(evidence["score"])
     assert "threshold" in (result.feedback or "")
     strict = asyncio.run(
-        SpilledEnergyEvaluator(threshold=FLAG_ALL).aevaluate_response(query=Q_LIGHTHOUSE, response=response)
+        SpillguardEvaluator(threshold=FLAG_ALL).aevaluate_response(query=Q_LIGHTHOUSE, response=response)
     )
     assert strict.passing is False
 
 
-def test_evaluator_scores_plain_text_teacher_forced(llm: SpilledEnergyLLM) -> None:
-    evaluator = SpilledEnergyEvaluator(llm)
+def test_evaluator_scores_plain_text_teacher_forced(llm: SpillguardLLM) -> None:
+    evaluator = SpillguardEvaluator(llm)
     result = evaluator.evaluate(query="Who built it?", response="Miriam Okafor built it.", contexts=[DOCUMENTS[0]])
     assert result.score is not None and math.isfinite(result.score)
     assert result.passing is (result.score <= llm.guard.calibration.threshold)
     with pytest.raises(InvalidInputError, match="pass `llm=`"):
-        SpilledEnergyEvaluator().evaluate(query="q", response="a")
+        SpillguardEvaluator().evaluate(query="q", response="a")
