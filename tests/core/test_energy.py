@@ -1,4 +1,4 @@
-"""The math of DESIGN.md §1: identities, alignment and pooling, on synthetic tensors."""
+"""The math of docs/concepts.md: identities, alignment and pooling, on synthetic tensors."""
 
 from __future__ import annotations
 
