@@ -18,6 +18,7 @@ from guardrail.calibration import Calibration as Calibration
 from guardrail.errors import CalibrationError as CalibrationError
 from guardrail.errors import CaptureError as CaptureError
 from guardrail.errors import ContextLengthError as ContextLengthError
+from guardrail.errors import DatasetError as DatasetError
 from guardrail.errors import HallucinationDetected as HallucinationDetected
 from guardrail.errors import InvalidInputError as InvalidInputError
 from guardrail.errors import ModelError as ModelError
@@ -53,6 +54,7 @@ __all__ = [
     "CalibrationError",
     "CaptureError",
     "ContextLengthError",
+    "DatasetError",
     "Decision",
     "Evidence",
     "ExplicitSpan",

@@ -11,6 +11,7 @@ One root, one tree, for the core and every adapter alike::
     ├── CaptureError (RuntimeError)        scoring failed while the model ran
     │   └── NonFiniteLogitsError           NaN or inf in the raw logits: never a silent "allow"
     ├── CalibrationError (ValueError)      bad, tampered or foreign calibration (file or values)
+    ├── DatasetError (OSError)             a labelled dataset cannot be fetched or read (toolkit)
     └── HallucinationDetected              opt-in: the answer scored above the threshold
         └── UnscoredResponseError          an answer without valid spillguard evidence
 
@@ -34,6 +35,7 @@ __all__ = [
     "CalibrationError",
     "CaptureError",
     "ContextLengthError",
+    "DatasetError",
     "HallucinationDetected",
     "InvalidInputError",
     "ModelError",
@@ -79,6 +81,11 @@ class NonFiniteLogitsError(CaptureError):
 
 class CalibrationError(SpillguardError, ValueError):
     """A calibration is malformed, tampered with, of an unknown version or for another model."""
+
+
+class DatasetError(SpillguardError, OSError):
+    """A labelled dataset cannot be fetched or read: not fetched yet, no network, a corrupt or
+    foreign archive, a missing system package."""
 
 
 class HallucinationDetected(SpillguardError):

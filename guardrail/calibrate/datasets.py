@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from guardrail.calibrate.grading import contains
-from guardrail.errors import InvalidInputError
+from guardrail.errors import DatasetError, InvalidInputError
 from guardrail.loading import cache_root
 
 __all__ = [
@@ -138,7 +138,7 @@ def capitals() -> Dataset:
 
         countries = all_countries()
     except Exception as exc:  # the package raises several kinds; none is ours
-        raise InvalidInputError(f"cannot read world capitals from `countryinfo`: {exc}") from exc
+        raise DatasetError(f"cannot read world capitals from `countryinfo`: {exc}") from exc
     items: dict[str, Item] = {}
     for country in countries:
         try:
@@ -187,7 +187,7 @@ def fetch_qa_wikidata(cache: Path | None = None, *, log: Callable[[str], None] |
         done = subprocess.run(command, capture_output=True, text=True)
         archives = list(Path(tmp).glob("bigbench-*.tar.gz"))
         if done.returncode != 0 or not archives:
-            raise InvalidInputError(
+            raise DatasetError(
                 f"cannot download {_BIGBENCH} from PyPI (no network?); `{_FETCH_COMMAND}` needs PyPI "
                 f"once. pip said: {done.stderr.strip()[-500:]}"
             )
@@ -206,7 +206,7 @@ def _extract_task(archive: Path, target: Path) -> None:
                     shutil.copyfileobj(source, out)
                 partial.replace(target)
                 return
-    raise InvalidInputError(f"{archive.name} holds no {_TASK_MEMBER}")
+    raise DatasetError(f"{archive.name} holds no {_TASK_MEMBER}")
 
 
 _FACT = re.compile(r"^The (.+?) of (.+) is$")
@@ -223,16 +223,16 @@ def qa_wikidata(cache: Path | None = None) -> Dataset:
     """BIG-bench ``qa_wikidata`` ("The country of 1912 Summer Olympics is" -> Sweden).
 
     Each fact becomes a question ("What is the country of 1912 Summer Olympics?"); every
-    target is accepted. Raises :class:`InvalidInputError` naming the fetch command when the file
+    target is accepted. Raises :class:`~guardrail.errors.DatasetError` naming the fetch command when the file
     is not cached.
     """
     path = _task_path(cache)
     if not path.is_file():
-        raise InvalidInputError(f"qa_wikidata is not cached at {path}; run `{_FETCH_COMMAND}` once (needs PyPI)")
+        raise DatasetError(f"qa_wikidata is not cached at {path}; run `{_FETCH_COMMAND}` once (needs PyPI)")
     try:
         examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidInputError(f"cached {path} is unreadable ({exc}); delete it and run `{_FETCH_COMMAND}`") from exc
+        raise DatasetError(f"cached {path} is unreadable ({exc}); delete it and run `{_FETCH_COMMAND}`") from exc
     items = []
     for example in examples:
         targets = example.get("target")
@@ -311,7 +311,7 @@ def quiz(table: str, directory: Path = QUIZ_DIR) -> Dataset:
         raise InvalidInputError(f"`table` must be one of {sorted(QUIZ_TABLES)}, got {table!r}")
     path = directory / table
     if not path.is_file():
-        raise InvalidInputError(
+        raise DatasetError(
             f"bsdgames quiz table {str(path)!r} not found; install the Debian package "
             "(`apt-get install bsdgames`) or use another dataset"
         )
@@ -384,7 +384,7 @@ def jsonl(path: str | Path) -> Dataset:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read dataset file {str(path)!r}: {exc}") from exc
+        raise DatasetError(f"cannot read dataset file {str(path)!r}: {exc}") from exc
     items = [_row(path, n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if not items:
         raise InvalidInputError(f"dataset file {str(path)!r} has no rows")

@@ -16,7 +16,15 @@ from sklearn.metrics import roc_curve as _sklearn_roc_curve
 
 from guardrail.errors import InvalidInputError
 
-__all__ = ["AurocResult", "ThresholdMetrics", "auroc", "bootstrap_auroc", "roc_curve", "threshold_metrics"]
+__all__ = [
+    "AurocResult",
+    "ThresholdMetrics",
+    "auroc",
+    "bootstrap_auroc",
+    "roc_curve",
+    "threshold_metrics",
+    "weighted_aurocs",
+]
 
 
 @dataclass(frozen=True)
@@ -72,22 +80,35 @@ def bootstrap_auroc(
 ) -> AurocResult:
     """AUROC with a percentile bootstrap 95% interval (items resampled with replacement).
 
-    Vectorized: each resample is a vector of multiplicities ``w``, and its AUROC is
-    ``w_pos · M · w_neg / (Σ w_pos · Σ w_neg)`` with ``M[i, j] = [s_i > s_j] + ½[s_i = s_j]``.
+    Each resample draws item multiplicities; resamples with only one class are dropped.
     """
     s = _check_scores(scores)
     y = _labels(labels, s.shape[0])
-    pos, neg = s[y], s[~y]
-    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (n1, n0)
     n = s.shape[0]
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
-    w_pos, w_neg = counts[:, y].astype(np.float64), counts[:, ~y].astype(np.float64)
-    denominator = w_pos.sum(1) * w_neg.sum(1)
-    numerator = ((w_pos @ wins) * w_neg).sum(1)
-    valid = denominator > 0
-    values = numerator[valid] / denominator[valid]
+    values = weighted_aurocs(s, y, counts)
+    values = values[np.isfinite(values)]
     low, high = np.percentile(values, [2.5, 97.5]) if values.size else (np.nan, np.nan)
     return AurocResult(auroc(s, y), float(low), float(high), int(n), int(y.sum()))
+
+
+def weighted_aurocs(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC under each row of item ``weights`` (shape ``(k, n)``), vectorized; NaN where a row
+    weighs only one class.
+
+    With ``M[i, j] = [s_i > s_j] + ½[s_i = s_j]`` over positive ``i`` and negative ``j``, a row's
+    AUROC is ``w_pos · M · w_neg / (Σ w_pos · Σ w_neg)`` (scikit-learn's ``roc_auc_score`` with
+    ``sample_weight`` is the oracle in the tests).
+    """
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    pos, neg = s[y], s[~y]
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (n1, n0)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    w_pos, w_neg = w[:, y], w[:, ~y]
+    denominator = w_pos.sum(1) * w_neg.sum(1)
+    numerator = ((w_pos @ wins) * w_neg).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {
         "ask the bundled model real questions and show answers, scores and verdicts",
     ),
     "ask": (runtime.ask, runtime.configure_ask, "answer one question and judge the answer"),
-    "score": (runtime.score, runtime.configure_score, "score a given answer with one teacher-forced pass"),
+    "check": (runtime.check, runtime.configure_check, "judge a given answer with one teacher-forced pass"),
     "bench": (bench.run, bench.configure, "measure guarded vs plain generation (time and memory)"),
     "calibrate": (
         toolkit.calibrate,
@@ -42,6 +42,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+ALIASES = {"check": ["score"]}  # `score` is the old name of `check`
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``spillguard`` argument parser with every subcommand."""
     top = argparse.ArgumentParser(
@@ -49,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(required=True, metavar="COMMAND")
     for name, (command, configure, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text, aliases=ALIASES.get(name, []))
         configure(sub)
         sub.set_defaults(command=command)
     return top

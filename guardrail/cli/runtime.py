@@ -10,7 +10,7 @@ from guardrail.cli.render import console, print_verdict
 from guardrail.validation import check_text
 from guardrail.verdict import Verdict
 
-__all__ = ["ask", "configure_ask", "configure_demo", "configure_score", "demo", "score"]
+__all__ = ["ask", "check", "configure_ask", "configure_check", "configure_demo", "demo"]
 
 # Real questions with reference answers; the bundled 135M model gets some of them wrong.
 DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
@@ -79,8 +79,8 @@ def ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def configure_score(parser: argparse.ArgumentParser) -> None:
-    """Options of ``spillguard score``."""
+def configure_check(parser: argparse.ArgumentParser) -> None:
+    """Options of ``spillguard check`` (old name: ``score``)."""
     parser.add_argument("--prompt", required=True, help="the question or prompt")
     parser.add_argument("--answer", required=True, help="the answer text to score")
     parser.add_argument("--span", help="the exact answer inside --answer (default: the localizer's)")
@@ -89,8 +89,8 @@ def configure_score(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON (the shape of `ask --json`)")
 
 
-def score(args: argparse.Namespace) -> int:
-    """Score a given answer with one teacher-forced pass."""
+def check(args: argparse.Namespace) -> int:
+    """Judge a given answer with one teacher-forced pass (``Guard.check``)."""
     check_text("prompt", args.prompt)
     check_text("answer", args.answer)
     if args.span is not None:

@@ -193,7 +193,7 @@ def data(args: argparse.Namespace) -> int:
     for name in toolkit.DATASETS:
         try:
             status = f"{len(toolkit.load(name))} items"
-        except InvalidInputError as exc:
+        except SpillguardError as exc:
             status = f"unavailable: {exc}"
         print(f"{name:<16} {status}")
     return 0

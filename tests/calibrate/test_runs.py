@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,69 +10,11 @@ import numpy as np
 import pytest
 
 from guardrail.calibrate.datasets import Dataset, Item
-from guardrail.calibrate.metrics import auroc, bootstrap_auroc, threshold_metrics
 from guardrail.calibrate.runs import Record, generate
 from guardrail.calibrate.scoring import BASELINES, Scorer, default_direction, locate, standard_localizers
 from guardrail.calibration import Calibration
 from guardrail.errors import InvalidInputError
 from guardrail.scores import TokenScores
-
-
-def _pairwise(scores: np.ndarray, labels: np.ndarray) -> float:
-    pos, neg = scores[labels], scores[~labels]
-    wins = [1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)]
-    return float(np.mean(wins))
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_auroc_matches_pairwise_definition(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 6, 40).astype(float)  # many ties
-    labels = rng.random(40) < 0.4
-    assert auroc(scores, labels) == pytest.approx(_pairwise(scores, labels))
-
-
-def test_auroc_extremes() -> None:
-    labels = np.array([False, False, True, True])
-    assert auroc([0, 1, 2, 3], labels) == 1.0
-    assert auroc([3, 2, 1, 0], labels) == 0.0
-    assert auroc([1, 1, 1, 1], labels) == 0.5
-
-
-@pytest.mark.parametrize(("labels", "kind"), [([False] * 4, "correct"), ([True] * 4, "wrong")])
-def test_auroc_undefined_says_so(labels: list[bool], kind: str) -> None:
-    with pytest.raises(InvalidInputError, match=f"AUROC is undefined: all 4 answers are {kind}"):
-        auroc([0.1, 0.2, 0.3, 0.4], labels)
-    with pytest.raises(InvalidInputError, match="undefined"):
-        bootstrap_auroc([0.1, 0.2, 0.3, 0.4], labels)
-
-
-def test_auroc_bad_input() -> None:
-    with pytest.raises(InvalidInputError, match="NaN"):
-        auroc([0.1, float("nan")], [True, False])
-    with pytest.raises(InvalidInputError, match="shape"):
-        auroc([0.1, 0.2, 0.3], [True, False])
-
-
-def test_bootstrap_interval() -> None:
-    rng = np.random.default_rng(0)
-    labels = rng.random(200) < 0.5
-    scores = labels + rng.normal(0, 1.0, 200)
-    result = bootstrap_auroc(scores, labels, seed=1)
-    assert result.low < result.value < result.high
-    assert 0.05 < result.high - result.low < 0.25
-    assert result.n == 200 and result.n_hallucinated == int(labels.sum())
-    assert bootstrap_auroc(scores, labels, seed=1) == result  # seeded
-    assert str(result).startswith(f"{result.value:.3f} [")
-
-
-def test_threshold_metrics() -> None:
-    scores = np.array([0.1, 0.4, 0.6, 0.9])
-    labels = np.array([False, True, False, True])
-    m = threshold_metrics(scores, labels, 0.5)
-    assert (m.precision, m.recall, m.flag_rate, m.false_flag_rate) == (0.5, 0.5, 0.5, 0.5)
-    none = threshold_metrics(scores, labels, 1.0)
-    assert none.precision == 0.0 and none.recall == 0.0 and none.f1 == 0.0
 
 
 def test_directions_and_baselines() -> None:

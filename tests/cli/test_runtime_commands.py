@@ -24,7 +24,7 @@ def test_score_json_matches_an_independent_teacher_forced_computation(
 ) -> None:
     model, tokenizer = bundled
     prompt, answer = "What is the capital of Australia?", "The capital of Australia is Sydney."
-    assert main(["score", "--prompt", prompt, "--answer", answer, "--json"]) == 0
+    assert main(["check", "--prompt", prompt, "--answer", answer, "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
     out = verdict["attempts"][verdict["chosen"]]
     prompt_ids = tokenizer(chat(tokenizer, prompt), add_special_tokens=False)["input_ids"]

@@ -15,6 +15,7 @@ PUBLIC = [
     "CalibrationError",
     "CaptureError",
     "ContextLengthError",
+    "DatasetError",
     "Decision",
     "Evidence",
     "ExplicitSpan",

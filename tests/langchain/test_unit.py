@@ -330,3 +330,30 @@ def test_guard_batch_and_abatch_keep_inputs_apart() -> None:
     guard = SpillguardRunnable(RunnableLambda(answer), policy=Policy(on_hallucination="abstain"))
     assert [m.content for m in guard.batch(["a", "b"])] == ["A", "I don't know."]
     assert [m.content for m in asyncio.run(guard.abatch(["b", "a"]))] == ["I don't know.", "A"]
+
+
+def test_deprecated_names_warn_and_resolve() -> None:
+    import langchain_spillguard
+
+    with pytest.warns(DeprecationWarning, match=r"langchain_spillguard.SpillguardRunnable"):
+        assert langchain_spillguard.HallucinationGuard is SpillguardRunnable
+    with pytest.warns(DeprecationWarning, match=r"guardrail.HallucinationDetected"):
+        assert langchain_spillguard.HallucinationFlagged is HallucinationDetected
+    with pytest.raises(AttributeError):
+        _ = langchain_spillguard.NoSuchName
+
+
+def test_feedback_reaches_the_model_as_the_core_guard_feeds_it(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """The runnable's retry step makes the chat model feed exactly what Guard.prompt_ids says."""
+    from guardrail.calibration import Calibration
+
+    guard = Guard(tiny_model, tiny_tokenizer, max_new_tokens=4, calibration=Calibration.uncalibrated(-1e9))
+    policy = Policy(on_hallucination="retry", max_attempts=2, retry_strategy="feedback", feedback="answer again")
+    handler = SpillguardCallbackHandler()
+    SpillguardRunnable(ChatSpillguard(guard=guard), policy=policy).invoke(QUESTION, config={"callbacks": [handler]})
+    first, second = [r.evidence for r in handler.records.values()]
+    assert first is not None and second is not None
+    step = policy.step(2, first["answer"])
+    messages = [{"role": "user", "content": QUESTION}]
+    assert second["attempts"][0]["prompt_tokens"] == len(guard.prompt_ids(messages, step=step))
+    assert second["attempts"][0]["decoding"].endswith("+ feedback")

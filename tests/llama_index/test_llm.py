@@ -236,3 +236,24 @@ def test_real_model_answer_carries_scores(real_guard: Guard) -> None:
     evidence = _evidence(response)
     assert evidence["score"] == pytest.approx(response.raw.score)
     assert evidence["attempts"][0]["answer_tokens"] == len(response.logprobs) == len(response.raw.scores.spilled_energy)
+
+
+def test_deprecated_names_warn_and_resolve() -> None:
+    import llama_index_spillguard
+
+    with pytest.warns(DeprecationWarning, match=r"llama_index_spillguard.SpillguardLLM"):
+        assert llama_index_spillguard.SpilledEnergyLLM is SpillguardLLM
+    with pytest.warns(DeprecationWarning, match=r"METADATA_KEY"):
+        assert llama_index_spillguard.EVIDENCE_KEY == "spillguard"
+
+
+def test_a_scope_step_is_fed_to_the_model_as_the_core_guard_feeds_it(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """Inside an engine's scope the LLM makes the scope's attempt exactly (feedback turns included)."""
+    guard = Guard(tiny_model, tiny_tokenizer, max_new_tokens=4)
+    llm = SpillguardLLM(guard)
+    step = Policy(on_hallucination="retry", retry_strategy="feedback", feedback="answer again").step(2, "rome")
+    with query_scope("what is the capital of france ?", step=step):
+        response = llm.complete("what is the capital of france ?")
+    (attempt,) = response.raw.attempts
+    assert attempt.prompt_tokens == len(guard.prompt_ids("what is the capital of france ?", step=step))
+    assert attempt.decoding == step.label() and "+ feedback" in attempt.decoding
