@@ -130,13 +130,27 @@ class Guard:
         twin.policy = policy
         return twin
 
-    def render(self, question: PromptLike, *, raw: bool = False, step: RetryStep | None = None) -> str:
+    def render(
+        self,
+        question: PromptLike,
+        *,
+        raw: bool = False,
+        step: RetryStep | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         """The exact text the model is fed for ``question`` at attempt ``step`` (default: the first)."""
-        return self._prompts.text(self._prompt(question, raw=raw), step or RetryStep())
+        return self._prompts.text(self._prompt(question, raw=raw, tools=tools), step or RetryStep())
 
-    def prompt_ids(self, question: PromptLike, *, raw: bool = False, step: RetryStep | None = None) -> list[int]:
+    def prompt_ids(
+        self,
+        question: PromptLike,
+        *,
+        raw: bool = False,
+        step: RetryStep | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[int]:
         """The exact token ids the model is fed for ``question`` (BOS included when the tokenizer adds one)."""
-        return self._prompts.ids(self._prompt(question, raw=raw), step or RetryStep())
+        return self._prompts.ids(self._prompt(question, raw=raw, tools=tools), step or RetryStep())
 
     def token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` alone, without special tokens (how an answer is tokenized)."""
@@ -158,6 +172,7 @@ class Guard:
         raw: bool = False,
         localize_in: str | None = None,
         step: RetryStep | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
         **generation: Any,
     ) -> Verdict:
         """Answer ``question`` and judge the answer (retrying if the policy says so).
@@ -172,12 +187,17 @@ class Guard:
             step: make exactly this attempt of a caller's own attempt loop (its decoding and
                 feedback turn, see :mod:`guardrail.attempts`) instead of running the policy;
                 the verdict then only allows or flags.
+            tools: tool specs for a chat template that renders tools (OpenAI-style function
+                dicts); the model may answer with a tool call, which
+                :func:`guardrail.tools.parse_tool_calls` reads back. Refused with a reason when
+                the template has no tool support.
             **generation: decoding of the first attempt, one of :data:`GENERATION_OPTIONS`
                 (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``,
                 ``repetition_penalty``, ``stop_strings``, ``seed``, ...); energies always come
                 from the raw logits.
         """
-        return self._ask([self._prompt(question, raw=raw, localize_in=localize_in)], 1, generation, step)[0]
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in, tools=tools)
+        return self._ask([prompt], 1, generation, step)[0]
 
     def ask_batch(
         self, questions: Sequence[PromptLike], *, batch_size: int = 8, raw: bool = False, **generation: Any
@@ -196,6 +216,7 @@ class Guard:
         raw: bool = False,
         localize_in: str | None = None,
         step: RetryStep | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
         **generation: Any,
     ) -> Generator[str | TokenStep | Verdict, None, None]:
         """Answer ``question`` while streaming; judge the answer at the end.
@@ -206,7 +227,9 @@ class Guard:
         first): under a retry policy the verdict applies ``after_retries``. Closing the
         generator early stops generation at the next token. Arguments as for :meth:`ask`.
         """
-        live, finish = self._start_stream(question, raw=raw, localize_in=localize_in, step=step, generation=generation)
+        live, finish = self._start_stream(
+            question, raw=raw, localize_in=localize_in, step=step, tools=tools, generation=generation
+        )
         try:
             yield from live
         finally:
@@ -302,8 +325,15 @@ class Guard:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _prompt(self, question: PromptLike, *, raw: bool = False, localize_in: str | None = None) -> Prompt:
-        return self._prompts.prompt(question, raw=raw, localize_in=localize_in)
+    def _prompt(
+        self,
+        question: PromptLike,
+        *,
+        raw: bool = False,
+        localize_in: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Prompt:
+        return self._prompts.prompt(question, raw=raw, localize_in=localize_in, tools=tools)
 
     def _check_length(self, prompt_tokens: int, new_tokens: int, what: str = "max_new_tokens") -> None:
         limit = _context_limit(self.model)
@@ -364,10 +394,11 @@ class Guard:
         raw: bool = False,
         localize_in: str | None = None,
         step: RetryStep | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
         generation: Mapping[str, Any] | None = None,
     ) -> tuple[LiveGeneration, Callable[[TokenScores], Verdict]]:
         """Start one streamed attempt; return it and the function that judges its scores."""
-        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in, tools=tools)
         options = check_generation(generation or {})
         attempt_step = step if step is not None else RetryStep()
         kwargs, seed = self._generation_kwargs(options, attempt_step)
@@ -461,7 +492,7 @@ _CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar
 
 def _stream_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Split :meth:`Guard.astream` keyword arguments like :meth:`Guard.stream` does."""
-    named: dict[str, Any] = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step") if k in kwargs}
+    named: dict[str, Any] = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step", "tools") if k in kwargs}
     return {**named, "generation": kwargs}
 
 

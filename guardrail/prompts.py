@@ -3,7 +3,8 @@ and the decoding options an attempt accepts.
 
 - Chat messages go through the tokenizer's chat template; roles are checked, and text that
   contains the tokenizer's control tokens (``<|im_end|>``, ...) is refused, so a question cannot
-  forge a system turn.
+  forge a system turn. Tools (and assistant tool calls, tool results) are rendered by the
+  template when it supports them, and refused with a reason when it does not.
 - The tokenizer's own BOS convention is followed for every prompt, templated or raw (Gemma
   answers garbage without ``<bos>``; GPT-2 and SmolLM2 add none).
 - A feedback retry continues the conversation the same way everywhere: the previous answer as
@@ -20,12 +21,19 @@ from typing import Any
 
 from guardrail.errors import InvalidInputError
 from guardrail.policy import RetryStep
+from guardrail.tools import check_tools, template_supports_tools
 from guardrail.validation import check_finite, check_int, check_text
 
 __all__ = ["GENERATION_OPTIONS", "ROLES", "Message", "Prompt", "PromptBuilder", "check_generation"]
 
-Message = Mapping[str, str]
-ROLES = ("system", "user", "assistant")
+Message = Mapping[str, Any]
+ROLES = ("system", "user", "assistant", "tool")
+_KEYS = {
+    "system": {"content"},
+    "user": {"content"},
+    "assistant": {"content", "tool_calls"},
+    "tool": {"content", "tool_call_id", "name"},
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Prompt:
     question: str
     text: str
     messages: tuple[Message, ...] = ()
+    tools: tuple[Mapping[str, Any], ...] = ()
 
 
 class PromptBuilder:
@@ -54,12 +63,20 @@ class PromptBuilder:
         if system_prompt is not None:
             self._check_controls("system_prompt", system_prompt)
 
-    def prompt(self, question: object, *, raw: bool = False, localize_in: str | None = None) -> Prompt:
-        """The :class:`Prompt` of a question string or a list of chat messages."""
+    def prompt(
+        self,
+        question: object,
+        *,
+        raw: bool = False,
+        localize_in: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Prompt:
+        """The :class:`Prompt` of a question string or a list of chat messages (and tools)."""
         if not isinstance(raw, bool):
             raise InvalidInputError(f"`raw` must be a bool, got {raw!r}")
         if localize_in is not None:
             check_text("localize_in", localize_in)
+        specs = tuple(self._check_tools(tools, raw)) if tools else ()
         if isinstance(question, str):
             check_text("question", question)
             if raw or not self.has_template:
@@ -71,21 +88,24 @@ class PromptBuilder:
                 raise InvalidInputError("`raw=True` needs a string prompt, got chat messages")
         if self.system_prompt and messages[0]["role"] != "system":
             messages = ({"role": "system", "content": self.system_prompt}, *messages)
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        question_text = localize_in or (users[-1] if users else messages[-1]["content"])
-        return Prompt(question_text, self.template(messages), messages)
+        users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
+        question_text = localize_in or (users[-1] if users else messages[-1]["content"] or "")
+        return Prompt(question_text, self.template(messages, specs), messages, specs)
 
     @property
     def has_template(self) -> bool:
         """Whether the tokenizer has a chat template."""
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def template(self, messages: Sequence[Message]) -> str:
-        """The chat template applied to ``messages`` with the generation prompt."""
+    def template(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()) -> str:
+        """The chat template applied to ``messages`` (and ``tools``) with the generation prompt."""
         if not self.has_template:
             raise InvalidInputError("the tokenizer has no chat template; pass a string prompt with `raw=True`")
+        extra = {"tools": [dict(t) for t in tools]} if tools else {}
         try:
-            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            text = self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **extra
+            )
         except Exception as exc:  # jinja2 errors and the template's own raise_exception(...)
             hint = " (this template may not accept a system message)" if messages[0]["role"] == "system" else ""
             raise InvalidInputError(f"the tokenizer's chat template refused these messages{hint}: {exc}") from exc
@@ -98,7 +118,7 @@ class PromptBuilder:
             return prompt.text
         self._check_controls("feedback", step.feedback or "")
         if prompt.messages:
-            return self.template([*prompt.messages, *follow_up])
+            return self.template([*prompt.messages, *follow_up], prompt.tools)
         return f"{prompt.text}{step.previous_answer}\n\n{step.feedback}\n\n"
 
     def ids(self, prompt: Prompt, step: RetryStep) -> list[int]:
@@ -117,28 +137,49 @@ class PromptBuilder:
     def _check_messages(self, messages: object) -> tuple[Message, ...]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
             raise InvalidInputError(f"`question` must be a str or a non-empty list of chat messages, got {messages!r}")
-        checked = []
-        for i, m in enumerate(messages):
-            if (
-                not isinstance(m, Mapping)
-                or not isinstance(m.get("role"), str)
-                or not isinstance(m.get("content"), str)
-            ):
-                raise InvalidInputError(f"message {i} must be a mapping with str `role` and `content`, got {m!r}")
-            if m["role"] not in ROLES:
-                raise InvalidInputError(f"message {i} has role {m['role']!r}; roles are {ROLES}")
-            extra = set(m) - {"role", "content"}
-            if extra:
-                raise InvalidInputError(f"message {i} has keys {sorted(extra)} besides `role` and `content`")
-            self._check_controls(f"message {i}", m["content"])
-            checked.append({"role": m["role"], "content": m["content"]})
-        if not any(m["content"].strip() for m in checked):
+        checked = [self._check_message(i, m) for i, m in enumerate(messages)]
+        if not any(m["content"].strip() or m.get("tool_calls") for m in checked):
             raise InvalidInputError(f"every chat message is empty: {messages!r}")
         try:
             "".join(m["content"] for m in checked).encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidInputError(f"a chat message is not valid text: {exc.reason}") from None
         return tuple(checked)
+
+    def _check_message(self, i: int, m: object) -> dict[str, Any]:
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InvalidInputError(f"message {i} must be a mapping with str `role` and `content`, got {m!r}")
+        role = m["role"]
+        if role not in ROLES:
+            raise InvalidInputError(f"message {i} has role {role!r}; roles are {ROLES}")
+        extra = set(m) - {"role"} - _KEYS[role]
+        if extra:
+            raise InvalidInputError(f"message {i} ({role}) has keys {sorted(extra)}; it takes {sorted(_KEYS[role])}")
+        if (role == "tool" or m.get("tool_calls")) and not template_supports_tools(self.tokenizer):
+            kind = "result" if role == "tool" else "call"
+            raise InvalidInputError(
+                f"message {i} is a tool {kind}, but this tokenizer's chat template renders no tools"
+            )
+        calls = m.get("tool_calls")
+        if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls)):
+            raise InvalidInputError(f"message {i}: `tool_calls` must be a list of call dicts, got {calls!r}")
+        for key in ("content", "tool_call_id", "name"):
+            if key in m:
+                value = m[key]
+                if not isinstance(value, str):
+                    raise InvalidInputError(f"message {i}: `{key}` must be a str, got {value!r}")
+                self._check_controls(f"message {i}", value)
+        return {k: (list(v) if k == "tool_calls" else v) for k, v in m.items()}
+
+    def _check_tools(self, tools: object, raw: bool) -> list[dict[str, Any]]:
+        specs = check_tools(tools)
+        if raw or not template_supports_tools(self.tokenizer):
+            where = "a raw prompt" if raw else "this tokenizer's chat template"
+            raise InvalidInputError(
+                f"`tools` were given but {where} renders no tools; use a model whose chat template supports "
+                "tool calling (Qwen2.5, Llama-3.1, Hermes-style fine-tunes, ...)"
+            )
+        return specs
 
     def _check_controls(self, name: str, text: str) -> None:
         found = sorted(t for t in self.control if t in text)
