@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from typing_extensions import Self
 
@@ -28,9 +29,11 @@ from guardrail.errors import CalibrationError, CaptureError
 from guardrail.localize import LOCALIZERS, Span
 from guardrail.scores import TokenScores
 
-__all__ = ["SCHEMA_VERSION", "Calibration", "Feature", "ModelFingerprint", "Report", "fingerprint"]
+__all__ = ["SCHEMA_VERSION", "Calibration", "Feature", "ModelFingerprint", "Report", "fingerprint", "weights_sha256"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 binds the model fingerprint to the weights (``weights_sha256``); version 1 files are
+refused with the advice to re-calibrate."""
 
 # Provisional threshold of the uncalibrated default (-ΔE min over the heuristic span), measured
 # on the bundled model's answers to world-capital questions; a fitted calibration replaces it.
@@ -42,6 +45,7 @@ MAX_FILE_BYTES = 1 << 20
 _BOUND = 1e9  # |weight|, |center|, |bias|, |threshold| and scale stay within [-1e9, 1e9]
 
 Bounded = Annotated[float, Field(ge=-_BOUND, le=_BOUND, allow_inf_nan=False)]
+_SHA256 = r"^[0-9a-f]{64}$"
 
 
 class _Frozen(BaseModel):
@@ -90,11 +94,21 @@ class Feature(_Frozen):
 
 
 class ModelFingerprint(_Frozen):
-    """Identifies the model a calibration was fitted for."""
+    """Identifies the model a calibration was fitted for.
+
+    Attributes:
+        name: a display name (the folder name by default); it takes part in the comparison.
+        vocab_size: rows of the LM head.
+        tokenizer_sha256: hash of the tokenizer's vocabulary.
+        weights_sha256: hash of the model's config and a sample of its weights (see
+            :func:`weights_sha256`). A guard's fingerprint always has it; ``None`` only in a
+            fingerprint written by hand, which then matches no guard.
+    """
 
     name: str
     vocab_size: int = Field(gt=0)
-    tokenizer_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tokenizer_sha256: str = Field(pattern=_SHA256)
+    weights_sha256: str | None = Field(default=None, pattern=_SHA256)
 
 
 class Report(_Frozen):
@@ -128,7 +142,7 @@ class Calibration(_Frozen):
         report: validation measurements; ``None`` when uncalibrated.
     """
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     model: ModelFingerprint | None = None
     localizer: str = "heuristic"
     features: tuple[Feature, ...] = Field(min_length=1, max_length=MAX_FEATURES)
@@ -166,12 +180,11 @@ class Calibration(_Frozen):
         return f"{terms}{bias} over the {self.localizer} span > {self.threshold:.4g} ({self.goal})"
 
     def check_model(self, actual: ModelFingerprint) -> None:
-        """Raise :class:`CalibrationError` when this calibration is for another model."""
+        """Raise :class:`CalibrationError` when this calibration is for another model (other
+        weights, tokenizer, vocabulary or name)."""
         if self.model is not None and self.model != actual:
             raise CalibrationError(
-                f"calibration was fitted for model {self.model.name!r} (vocab {self.model.vocab_size}, "
-                f"tokenizer {self.model.tokenizer_sha256[:12]}), not for {actual.name!r} "
-                f"(vocab {actual.vocab_size}, tokenizer {actual.tokenizer_sha256[:12]}); "
+                f"calibration was fitted for model {_describe_model(self.model)}, not for {_describe_model(actual)}; "
                 "calibrate this model with `spillguard calibrate`"
             )
 
@@ -186,12 +199,20 @@ class Calibration(_Frozen):
         Only a regular file of at most 1 MiB is read (never a FIFO or a device).
         """
         data = _read_json(Path(path))
-        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-            version = data.get("schema_version") if isinstance(data, dict) else None
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version == 1:
+            raise CalibrationError(
+                f"calibration file {str(path)!r} has schema_version 1, whose model fingerprint does not cover the "
+                f"model's weights; re-run `spillguard calibrate` to write a version {SCHEMA_VERSION} file"
+            )
+        if not isinstance(data, dict) or version != SCHEMA_VERSION:
             raise CalibrationError(
                 f"calibration file {str(path)!r} has schema_version {version!r}; "
                 f"this spillguard reads version {SCHEMA_VERSION}"
             )
+        model = data.get("model")
+        if isinstance(model, dict) and "weights_sha256" not in model:
+            raise CalibrationError(f"calibration file {str(path)!r}: the model fingerprint has no `weights_sha256`")
         try:
             return cls.model_validate(data)
         except CalibrationError as exc:
@@ -214,8 +235,60 @@ def _read_json(path: Path) -> Any:
         raise CalibrationError(f"cannot read calibration file {str(path)!r}: {exc!r}") from None
 
 
-def fingerprint(name: str, tokenizer: Any, vocab_size: int) -> ModelFingerprint:
-    """Fingerprint of a model: its name, vocabulary size and a hash of the tokenizer's vocab."""
+def fingerprint(name: str, tokenizer: Any, vocab_size: int, model: Any) -> ModelFingerprint:
+    """Fingerprint of a model: its name, vocabulary size, a hash of the tokenizer's vocabulary and
+    :func:`weights_sha256` of the model."""
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     digest = hashlib.sha256(vocab.encode("utf-8")).hexdigest()
-    return ModelFingerprint(name=name, vocab_size=vocab_size, tokenizer_sha256=digest)
+    return ModelFingerprint(
+        name=name, vocab_size=vocab_size, tokenizer_sha256=digest, weights_sha256=weights_sha256(model)
+    )
+
+
+# Config entries that change with the environment (paths, versions, runtime switches), not the model.
+_VOLATILE_CONFIG = frozenset(
+    {"transformers_version", "architectures", "dtype", "torch_dtype", "use_cache", "return_dict"}
+    | {"output_attentions", "output_hidden_states", "attn_implementation"}
+)
+_SAMPLES_PER_TENSOR = 32
+
+
+def weights_sha256(model: Any) -> str:
+    """SHA-256 over the model's config and a deterministic sample of its weights.
+
+    Hashed: the config's entries that differ from its class defaults (without paths, versions
+    and runtime switches, so a transformers upgrade that adds a config entry changes nothing),
+    then for every parameter, in order, its shape and dtype and :data:`_SAMPLES_PER_TENSOR`
+    values spread evenly over it, read as float32 on the CPU. Parameter names are left out, so
+    a module rename between transformers versions keeps the hash. Any fine-tune changes the
+    sampled values of the tensors it trains, so two fine-tunes saved in folders of the same name
+    differ; the dtype is part of it (scores differ between dtypes). It reads a few thousand
+    numbers, so start-up stays fast (measured in docs/models.md). A parameter on the ``meta``
+    device (offloaded) contributes its shape and dtype only.
+    """
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    entries = getattr(config, "to_diff_dict", None) or getattr(config, "to_dict", None)
+    if callable(entries):
+        digest.update(json.dumps(_stable(entries()), sort_keys=True, default=str).encode("utf-8"))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            digest.update(f"{tuple(parameter.shape)}:{parameter.dtype}".encode())
+            if parameter.device.type == "meta" or parameter.numel() == 0:
+                continue
+            flat = torch.linspace(0, parameter.numel() - 1, min(_SAMPLES_PER_TENSOR, parameter.numel())).long()
+            picked = parameter[torch.unravel_index(flat.to(parameter.device), parameter.shape)]
+            digest.update(picked.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _stable(value: Any) -> Any:
+    """``value`` without the volatile config entries (recursively, for sub-configs)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if not str(k).startswith("_") and k not in _VOLATILE_CONFIG}
+    return value
+
+
+def _describe_model(fp: ModelFingerprint) -> str:
+    weights = fp.weights_sha256[:12] if fp.weights_sha256 else "not recorded"
+    return f"{fp.name!r} (vocab {fp.vocab_size}, tokenizer {fp.tokenizer_sha256[:12]}, weights {weights})"

@@ -22,15 +22,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import DynamicCache, GenerationConfig, StoppingCriteriaList
+from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList, StopStringCriteria
+from transformers.generation.configuration_utils import GenerationMode
 
 from guardrail.energy import step_statistics, teacher_forced_statistics
 from guardrail.errors import CaptureError, InvalidInputError, ModelError, NonFiniteLogitsError
 from guardrail.locks import model_lock
+from guardrail.prompts import GENERATION_OPTIONS
 from guardrail.scores import TokenScores, TokenStep
 from guardrail.streaming import Cancelled
 
-__all__ = ["answer_lengths", "generate_with_scores", "model_device", "score_teacher_forced"]
+__all__ = [
+    "NO_LEFT_PADDING",
+    "answer_lengths",
+    "check_generate",
+    "generate_with_scores",
+    "honours_left_padding",
+    "model_device",
+    "score_teacher_forced",
+    "stop_string_criteria",
+]
 
 # Decoding modes in which no single raw-logit row belongs to each emitted token, or that load code.
 _UNSUPPORTED = {
@@ -39,13 +50,29 @@ _UNSUPPORTED = {
     "num_return_sequences": "several sequences per prompt are not one answer per row",
     "penalty_alpha": "contrastive search re-ranks candidates with hidden states",
     "dola_layers": "DoLa decoding contrasts logits of several layers",
+    "constraints": "constrained beam search keeps several hypotheses per step",
+    "force_words_ids": "constrained beam search keeps several hypotheses per step",
     "assistant_model": "assisted decoding verifies several tokens per forward pass",
     "assistant_early_exit": "self-speculative decoding verifies several tokens per forward pass",
-    "prompt_lookup_num_tokens": "prompt-lookup decoding verifies several tokens per pass",
+    "prompt_lookup_num_tokens": "prompt-lookup decoding verifies several tokens per forward pass",
+    "use_mtp": "multi-token prediction proposes several tokens per forward pass",
+    "guidance_scale": "classifier-free guidance runs a second forward pass per step",
+    "prefill_chunk_size": "chunked prefill runs several forward passes before the first token",
     "custom_generate": "a custom generation loop (hub or local code) is not captured",
     "trust_remote_code": "remote code is never run",
 }
-_NEUTRAL = {"num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1}
+_NEUTRAL: dict[str, object] = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "penalty_alpha": 0,
+    "guidance_scale": 1,
+}
+_OWNED = frozenset({"inputs", "input_ids", "attention_mask", "generation_config", "return_dict_in_generate"})
+NO_LEFT_PADDING = frozenset({"rwkv"})
+"""Model types whose forward pass ignores the attention mask, so a left-padded batch row would not
+score like the same prompt alone: the capture refuses padded batches for them and the guard
+batches only prompts of one length (tests/core/test_model_matrix.py checks this list)."""
 
 
 @dataclass
@@ -167,24 +194,23 @@ def generate_with_scores(
         ``(scores, generated)``: one :class:`TokenScores` per row (padding and EOS never enter
         it) and the ``(batch, steps)`` generated ids.
     """
-    config = _generation_config(model, generate_kwargs)
+    config, extra = _generation_config(model, generate_kwargs, pad_token_id)
     if on_step is not None and input_ids.shape[0] != 1:
         raise InvalidInputError(f"`on_step` needs a batch of 1, got {input_ids.shape[0]} rows")
+    if input_ids.shape[0] > 1 and not honours_left_padding(model) and not bool(attention_mask.all()):
+        raise ModelError(
+            f"{type(model).__name__} does not honour left padding (its attention mask), so a padded batch row would "
+            "not score like the same prompt alone; generate rows of different lengths one at a time"
+        )
     if stop is not None:
-        criteria = StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), Cancelled(stop)])
-        generate_kwargs["stopping_criteria"] = criteria
+        extra["stopping_criteria"] = StoppingCriteriaList([*extra.pop("stopping_criteria", []), Cancelled(stop)])
     recorder = _RawLogitRecorder(listener=on_step)
     with model_lock(model):
         handle = model.register_forward_hook(recorder, with_kwargs=True)
         try:
             with torch.inference_mode():
                 out = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=config,
-                    return_dict_in_generate=True,
-                    pad_token_id=pad_token_id,
-                    **generate_kwargs,
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra
                 )
         except RuntimeError as exc:  # sampling from NaN/inf logits fails inside torch
             recorder.raise_if_non_finite()
@@ -206,12 +232,56 @@ def generate_with_scores(
     return _split_rows(generated, stats, lengths), generated
 
 
-def _generation_config(model: Any, kwargs: dict[str, Any]) -> Any:
-    """A copy of the model's generation config with every unsupported mode checked off.
+def honours_left_padding(model: Any) -> bool:
+    """Whether ``model``'s forward pass honours left padding (see :data:`NO_LEFT_PADDING`)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type not in NO_LEFT_PADDING and "attention_mask" in inspect.signature(model.forward).parameters
 
-    A mode asked for in ``kwargs`` or set in the model's own config is refused; the copy sets
-    the neutral values explicitly. The model's config object is never modified.
+
+def check_generate(model: Any) -> None:
+    """Refuse a model whose own generation settings cannot be captured, before any work.
+
+    Raises :class:`ModelError` when ``model.generate`` is not the standard Hugging Face loop
+    (``from_pretrained(..., trust_remote_code=True)`` replaces it with a repository's
+    ``custom_generate/generate.py``, whose steps the capture cannot follow), and
+    :class:`InvalidInputError` when the model's generation config asks for a decoding mode that
+    does not emit one token per raw-logit row (beam search, contrastive search, ...).
     """
+    _generation_config(model, {}, None)
+
+
+def stop_string_criteria(tokenizer: Any, strings: Sequence[str]) -> StoppingCriteria:
+    """A stopping criterion for ``strings`` (what ``generate(stop_strings=...)`` builds), built before
+    any generation so that a tokenizer it cannot handle is an :class:`InvalidInputError`."""
+    try:
+        return StopStringCriteria(tokenizer=tokenizer, stop_strings=list(strings))
+    except Exception as exc:  # transformers raises ValueError, KeyError, ... on vocabularies it cannot read
+        raise InvalidInputError(
+            f"`stop_strings`={list(strings)!r} cannot be matched with this tokenizer ({type(tokenizer).__name__}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _generation_config(model: Any, kwargs: dict[str, Any], pad_token_id: int | None) -> tuple[Any, dict[str, Any]]:
+    """A validated copy of the model's generation config with ``kwargs`` applied, and the
+    keyword arguments that are not generation options (streamer, stopping criteria, ...).
+
+    Every unsupported mode, asked for in ``kwargs`` or set in the model's own config, is refused
+    before any work; the model's config object is never modified.
+    """
+    if "generate" in vars(model):
+        raise ModelError(
+            f"`model.generate` of {type(model).__name__} was replaced on the instance (a `custom_generate` loaded "
+            "with trust_remote_code?); spillguard captures only the standard generation loop"
+        )
+    owned = sorted(set(kwargs) & _OWNED)
+    if owned:
+        raise InvalidInputError(
+            f"{owned} are set by the capture (the model's generation config with the options applied); "
+            "pass decoding options as keyword arguments"
+        )
+    for name in set(kwargs) & set(GENERATION_OPTIONS):  # the guard's own checks of the options it knows
+        GENERATION_OPTIONS[name](name, kwargs[name])
     config = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())  # type: ignore[no-untyped-call]
     for name, why in _UNSUPPORTED.items():
         sources = (("", kwargs.get(name)), (" (set in the model's generation config)", getattr(config, name, None)))
@@ -221,13 +291,26 @@ def _generation_config(model: Any, kwargs: dict[str, Any]) -> Any:
                     f"`{name}`={value!r} is not supported: {why}, so no single raw-logit row belongs to each "
                     f"emitted token{where}"
                 )
-        if name in _NEUTRAL and hasattr(config, name):
-            setattr(config, name, _NEUTRAL[name])
-    return config
+    for where, value in (("", kwargs.get("cache_implementation")), (" (model)", config.cache_implementation)):
+        if value == "paged":
+            raise InvalidInputError(
+                f"`cache_implementation`='paged'{where} switches to continuous batching, which is not captured"
+            )
+    try:
+        extra = config.update(**kwargs)
+        config.return_dict_in_generate = True
+        config.pad_token_id = pad_token_id
+        config.validate()
+    except ValueError as exc:
+        raise InvalidInputError(f"the decoding options are inconsistent: {exc}") from None
+    mode = config.get_generation_mode()
+    if mode not in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
+        raise InvalidInputError(f"decoding mode {mode.value!r} does not emit one token per raw-logit row")
+    return config, extra
 
 
 def _is_off(name: str, value: object) -> bool:
-    return value is None or value is False or value == _NEUTRAL.get(name) or (name == "penalty_alpha" and value == 0)
+    return value is None or value is False or value == _NEUTRAL.get(name)
 
 
 def _next_log_partition(
@@ -241,8 +324,10 @@ def _next_log_partition(
     """``logsumexp(z_{t+1})`` for every step, shape ``(batch, steps)``.
 
     Steps ``0..T-2`` take it from the following step. The last step has no following step
-    inside ``generate``; when some answer ends on it (``needs_last``), one more forward step
-    over the KV cache supplies it. Otherwise that column is NaN and lies outside every answer.
+    inside ``generate``; when some answer ends on it (``needs_last``), one more decoding step
+    supplies it, with the inputs the model's own ``prepare_inputs_for_generation`` builds (as
+    ``generate`` would for its next step). Otherwise that column is NaN and lies outside every
+    answer.
     """
     batch = log_partition.shape[0]
     if not needs_last:
@@ -250,36 +335,47 @@ def _next_log_partition(
         return torch.cat([log_partition[:, 1:], last], dim=1)
     steps = out.sequences.shape[1] - attention_mask.shape[1]
     mask = torch.cat([attention_mask, attention_mask.new_ones(batch, steps)], dim=1)
-    positions = mask.long().cumsum(-1) - 1  # left padding shifts positions, as in generate
-    cache, cache_arg = _generation_cache(model, out)
     with torch.inference_mode():
-        if cache is None:
-            logits = model(input_ids=out.sequences, attention_mask=mask, **_last_logits_only(model, 1)).logits
-        else:
-            length = mask.shape[1]
-            logits = model(
-                input_ids=out.sequences[:, -1:],
-                attention_mask=mask,
-                position_ids=positions[:, -1:],
-                cache_position=torch.arange(length - 1, length, device=mask.device),
-                **{cache_arg: cache},
-            ).logits
+        logits = model(**_step_inputs(model, out.sequences, mask, _generation_cache(out))).logits
     last, _ = step_statistics(logits[:, -1, :])
     return torch.cat([log_partition[:, 1:], last.unsqueeze(1)], dim=1)
 
 
-def _generation_cache(model: Any, out: Any) -> tuple[Any, str]:
-    """The KV cache ``generate`` returned and the forward argument that takes it.
+def _generation_cache(out: Any) -> Any:
+    """The KV cache ``generate`` returned, when it can be extended by one step, else ``None``.
 
-    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns). Only a
-    dynamic cache is extended by one step: a static or sliding-window cache has no room past
-    ``max_new_tokens``, so the last step is recomputed without it (``None``).
+    Only a :class:`~transformers.DynamicCache` (which also holds sliding-window and recurrent
+    layers in transformers 5) is extended: a static cache has no room past ``max_new_tokens``,
+    and a model-specific state (RWKV's) has no common interface, so the last step is then
+    recomputed over the whole sequence.
     """
-    parameters = inspect.signature(model.forward).parameters
-    name = "cache" if "cache" in parameters else "past_key_values"
     fields = out.keys() if hasattr(out, "keys") else ()
     value = next((out[k] for k in ("cache", "past_key_values") if k in fields), None)
-    return (value if type(value) is DynamicCache else None), name
+    return value if type(value) is DynamicCache else None
+
+
+def _step_inputs(model: Any, sequences: torch.Tensor, mask: torch.Tensor, cache: Any) -> dict[str, Any]:
+    """Forward inputs of the decoding step after ``sequences`` (``(batch, length)``, ``mask`` alike).
+
+    Built by the model's ``prepare_inputs_for_generation`` from the same mask and position ids as
+    ``generate`` uses, so model-specific rules apply (Mamba drops the mask on cached steps, ...);
+    a recomputation without cache keeps only the last position's logits.
+    """
+    named = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {}
+    if "position_ids" in named:  # left padding shifts positions, as in generate
+        extra["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    inputs: dict[str, Any] = model.prepare_inputs_for_generation(
+        sequences,
+        next_sequence_length=None if cache is None else 1,
+        cache=cache,
+        attention_mask=mask,
+        use_cache=cache is not None,
+        **extra,
+    )
+    if cache is None:
+        inputs.update(_last_logits_only(model, 1))
+    return inputs
 
 
 def _last_logits_only(model: Any, count: int) -> dict[str, int]:

@@ -27,7 +27,14 @@ import torch
 
 from guardrail.attempts import AttemptLoop, Decision, Judged
 from guardrail.calibration import Calibration, ModelFingerprint, fingerprint
-from guardrail.capture import generate_with_scores, model_device, score_teacher_forced
+from guardrail.capture import (
+    check_generate,
+    generate_with_scores,
+    honours_left_padding,
+    model_device,
+    score_teacher_forced,
+    stop_string_criteria,
+)
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
@@ -92,7 +99,7 @@ class Guard:
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"`policy` must be a guardrail.Policy, got {type(policy).__name__}: {policy!r}")
         model_name = name or Path(str(getattr(model, "name_or_path", "") or "model")).name
-        self.fingerprint: ModelFingerprint = fingerprint(model_name, tokenizer, vocab_size)
+        self.fingerprint: ModelFingerprint = fingerprint(model_name, tokenizer, vocab_size, model)
         self.calibration = calibration or Calibration.uncalibrated()
         self.calibration.check_model(self.fingerprint)
         self.localizer = self.make_localizer(localizer if localizer is not None else self.calibration.localizer)
@@ -287,7 +294,15 @@ class Guard:
         """
         loop = asyncio.get_running_loop()
         async with async_model_lock(self.model):
-            live, finish = await asyncio.to_thread(self._start_stream, question, **_stream_kwargs(kwargs))
+            start = functools.partial(self._start_stream, question, **_stream_kwargs(kwargs))
+            starting = loop.run_in_executor(None, start)
+            try:
+                live, finish = await asyncio.shield(starting)
+            except BaseException:  # cancelled while starting: stop the generation that may have begun
+                await asyncio.wait([starting])
+                if not starting.cancelled() and starting.exception() is None:
+                    await asyncio.to_thread(starting.result()[0].close)
+                raise
             try:
                 while True:
                     pending = loop.run_in_executor(None, next, live, None)
@@ -371,21 +386,18 @@ class Guard:
         """One attempt per prompt; all ``steps`` share an attempt number (so one decoding)."""
         kwargs, seed = self._generation_kwargs(options, steps[0])
         label = steps[0].label(options)
-        found: list[Attempt] = []
-        for start in range(0, len(prompts), batch_size):
-            chunk = range(start, min(start + batch_size, len(prompts)))
-            ids = [self._prompts.ids(prompts[i], steps[i]) for i in chunk]
-            input_ids, mask = self._batch(ids, int(kwargs["max_new_tokens"]))
+        ids = [self._prompts.ids(p, s) for p, s in zip(prompts, steps, strict=True)]
+        found: dict[int, Attempt] = {}
+        for chunk in _chunks(ids, batch_size, pad=honours_left_padding(self.model)):
+            input_ids, mask = self._batch([ids[i] for i in chunk], int(kwargs["max_new_tokens"]))
             with _seeded(seed, model_device(self.model)):
                 rows, _ = generate_with_scores(
                     self.model, input_ids, mask, eos_token_ids=self._eos, pad_token_id=self._pad,
                     stop=_CANCEL.get(), **kwargs,
                 )  # fmt: skip
-            found += [
-                self._judge(prompts[i], s, label, self.localizer, len(ids[k]))
-                for k, (i, s) in enumerate(zip(chunk, rows, strict=True))
-            ]
-        return found
+            for i, scores in zip(chunk, rows, strict=True):
+                found[i] = self._judge(prompts[i], scores, label, self.localizer, len(ids[i]))
+        return [found[i] for i in range(len(prompts))]
 
     def _start_stream(
         self,
@@ -427,8 +439,9 @@ class Guard:
         if step.is_retry:
             kwargs.update(step.generate_kwargs())
             seed = step.seed
-        if kwargs.get("stop_strings"):
-            kwargs["tokenizer"] = self.tokenizer
+        strings = kwargs.pop("stop_strings", None)
+        if strings:
+            kwargs["stopping_criteria"] = [stop_string_criteria(self.tokenizer, strings)]
         return kwargs, seed
 
     def _batch(self, ids: list[list[int]], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -478,10 +491,14 @@ class Guard:
         """Greedy short completion of a chat message (used by the LLM-extraction localizer)."""
         ids = self._prompts.ids(self._prompt(instruction), RetryStep())
         input_ids, mask = self._batch([ids], 24)
+        try:
+            criteria = [stop_string_criteria(self.tokenizer, ["\n"])]
+        except InvalidInputError:  # the extraction keeps the first line anyway
+            criteria = []
         with model_lock(self.model), torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, max_new_tokens=24, do_sample=False,
-                pad_token_id=self._pad, stop_strings=["\n"], tokenizer=self.tokenizer,
+                pad_token_id=self._pad, stopping_criteria=criteria,
             )  # fmt: skip
         return str(self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
 
@@ -494,6 +511,17 @@ def _stream_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Split :meth:`Guard.astream` keyword arguments like :meth:`Guard.stream` does."""
     named: dict[str, Any] = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step", "tools") if k in kwargs}
     return {**named, "generation": kwargs}
+
+
+def _chunks(ids: list[list[int]], size: int, *, pad: bool) -> list[list[int]]:
+    """Indices of ``ids`` in batches of at most ``size``; without left padding (``pad=False``),
+    each batch holds prompts of one length only."""
+    if pad:
+        return [list(range(start, min(start + size, len(ids)))) for start in range(0, len(ids), size)]
+    by_length: dict[int, list[int]] = {}
+    for i, row in enumerate(ids):
+        by_length.setdefault(len(row), []).append(i)
+    return [group[start : start + size] for group in by_length.values() for start in range(0, len(group), size)]
 
 
 def _explicit(span: object) -> Localizer:
@@ -513,11 +541,14 @@ def _check_model(model: Any, tokenizer: Any) -> int:
         raise ModelError(
             f"`model` ({type(model).__name__}) has no LM head, so no logits to score; load it with AutoModelForCausalLM"
         )
-    if getattr(model, "training", False):
+    modules = model.named_modules() if callable(getattr(model, "named_modules", None)) else [("", model)]
+    training = [name or "(the model)" for name, m in modules if getattr(m, "training", False)]
+    if training:
         raise ModelError(
-            f"`model` ({type(model).__name__}) is in training mode: dropout would make every score random; "
-            "call model.eval() first (the guard never changes the model)"
+            f"`model` ({type(model).__name__}) is in training mode ({len(training)} modules, e.g. {training[0]!r}): "
+            "dropout would make every score random; call model.eval() first (the guard never changes the model)"
         )
+    check_generate(model)
     if not callable(getattr(tokenizer, "get_vocab", None)) or not callable(tokenizer):
         raise ModelError(f"`tokenizer` must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     vocab_size = int(head.weight.shape[0])
@@ -529,12 +560,17 @@ def _check_model(model: Any, tokenizer: Any) -> int:
     return vocab_size
 
 
+_CONTEXT_KEYS = ("max_position_embeddings", "max_seq_len", "n_positions", "max_sequence_length", "seq_length")
+
+
 def _context_limit(model: Any) -> int | None:
-    """The model's context window, wherever its config keeps it (``text_config`` for
-    multimodal wrappers; ``max_seq_len``, ``n_positions``, ... for older families)."""
-    config = getattr(model, "config", None)
-    for part in (config, getattr(config, "text_config", None)):
-        for key in ("max_position_embeddings", "max_seq_len", "n_positions", "max_sequence_length", "seq_length"):
+    """The model's context window, wherever its config keeps it: the text config of a
+    multimodal wrapper (Gemma-3 and larger keep it in ``text_config``) first, then the config
+    itself; ``max_seq_len`` (MPT), ``n_positions`` (GPT-2), ... for older families."""
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config() if callable(getattr(config, "get_text_config", None)) else None
+    for part in (text, getattr(config, "text_config", None), config):
+        for key in _CONTEXT_KEYS:
             value = getattr(part, key, None)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value

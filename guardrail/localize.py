@@ -32,6 +32,7 @@ __all__ = [
     "Localizer",
     "Span",
     "WholeAnswer",
+    "find_ignoring_case",
     "make_localizer",
     "token_offsets",
 ]
@@ -120,6 +121,16 @@ def token_offsets(decode: Callable[[list[int]], str], token_ids: Sequence[int]) 
     return text, offsets
 
 
+def find_ignoring_case(text: str, needle: str) -> tuple[int, int] | None:
+    """``(start, end)`` characters of the first case-insensitive occurrence of ``needle`` in ``text``.
+
+    Offsets are those of ``text`` itself: lowercasing first would shift them wherever a
+    character's lowercase form has another length ("İ" lowercases to two characters).
+    """
+    match = re.search(re.escape(needle), text, re.IGNORECASE)
+    return None if match is None else (match.start(), match.end())
+
+
 def _span_from_chars(answer: str, offsets: Offsets, start: int, end: int, source: str) -> Span | None:
     """Tokens overlapping characters ``[start, end)`` (ignoring whitespace-only tokens)."""
     hits = [
@@ -175,10 +186,10 @@ class ExplicitSpan:
                 raise InvalidInputError(f"`chars`={self.chars} run past the answer ({len(answer)} characters)")
         else:
             assert self.substring is not None
-            start = answer.lower().find(self.substring.strip().lower())
-            if start < 0:
+            found = find_ignoring_case(answer, self.substring.strip())
+            if found is None:
                 raise InvalidInputError(f"`substring`={self.substring!r} does not occur in the answer {answer!r}")
-            end = start + len(self.substring.strip())
+            start, end = found
         span = _span_from_chars(answer, offsets, start, end, self.name)
         if span is None:
             raise InvalidInputError(f"characters {start}..{end} of {answer!r} cover no token")
@@ -280,12 +291,11 @@ class LLMExtractionLocalizer:
     def locate(self, question: str, answer: str, offsets: Offsets) -> Span:
         raw = self.complete(_EXTRACTION_PROMPT.format(question=question, answer=answer))
         extracted = raw.strip().splitlines()[0].strip().strip(".\"'") if raw.strip() else ""
-        if extracted and "NO ANSWER" not in extracted.upper():
-            start = answer.lower().find(extracted.lower())
-            if start >= 0:
-                span = _span_from_chars(answer, offsets, start, start + len(extracted), self.name)
-                if span is not None:
-                    return span
+        found = find_ignoring_case(answer, extracted) if extracted and "NO ANSWER" not in extracted.upper() else None
+        if found is not None:
+            span = _span_from_chars(answer, offsets, *found, self.name)
+            if span is not None:
+                return span
         span = self.fallback.locate(question, answer, offsets)
         return Span(
             span.start,

@@ -15,9 +15,14 @@ and the decoding options an attempt accepts.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from tokenizers import Tokenizer
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from guardrail.errors import InvalidInputError
 from guardrail.policy import RetryStep
@@ -58,10 +63,13 @@ class PromptBuilder:
     def __init__(self, tokenizer: Any, system_prompt: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
-        self.bos = _bos_prefix(tokenizer)
+        self._encode = private_encoder(tokenizer)
+        self.bos = _bos_prefix(self._encode)
         self.control = _control_tokens(tokenizer)
         if system_prompt is not None:
             self._check_controls("system_prompt", system_prompt)
+            if self.has_template:  # a template that refuses a system turn fails here, not at the first question
+                self.template([{"role": "system", "content": system_prompt}, {"role": "user", "content": "?"}])
 
     def prompt(
         self,
@@ -81,6 +89,7 @@ class PromptBuilder:
             check_text("question", question)
             if raw or not self.has_template:
                 return Prompt(localize_in or question, question)
+            self._check_controls("question", question)
             messages: tuple[Message, ...] = ({"role": "user", "content": question},)
         else:
             messages = self._check_messages(question)
@@ -123,7 +132,7 @@ class PromptBuilder:
 
     def ids(self, prompt: Prompt, step: RetryStep) -> list[int]:
         """Token ids of :meth:`text`, with the tokenizer's BOS convention."""
-        ids = list(self.tokenizer(self.text(prompt, step), add_special_tokens=False)["input_ids"])
+        ids = self._encode(self.text(prompt, step), False)
         if self.bos and ids[: len(self.bos)] != self.bos:
             ids = self.bos + ids
         if not ids:
@@ -132,7 +141,7 @@ class PromptBuilder:
 
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of a given answer, alone and without special tokens."""
-        return list(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        return self._encode(answer, False)
 
     def _check_messages(self, messages: object) -> tuple[Message, ...]:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
@@ -190,11 +199,55 @@ class PromptBuilder:
             )
 
 
-def _bos_prefix(tokenizer: Any) -> list[int]:
+Encoder = Callable[[str, bool], list[int]]
+"""``(text, add_special_tokens) -> token ids``."""
+
+_ENCODERS: weakref.WeakKeyDictionary[Any, tuple[int, Encoder]] = weakref.WeakKeyDictionary()
+_ENCODERS_LOCK = threading.Lock()
+
+
+def private_encoder(tokenizer: Any) -> Encoder:
+    """Tokenize like ``tokenizer(text, add_special_tokens=...)["input_ids"]`` without touching its
+    shared state.
+
+    A fast tokenizer keeps padding and truncation settings on its Rust backend and sets them on
+    every call, so another thread's ``tokenizer(..., padding="max_length")`` or ``truncation=True``
+    could pad or cut the guard's prompt in between, and the guard's own calls would reset the
+    other thread's settings. The guard therefore encodes with a private copy of the backend that
+    never pads or truncates (one copy per tokenizer, rebuilt when tokens are added). Other
+    tokenizers keep no such state between calls and are called directly.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    faithful = isinstance(tokenizer, TokenizersBackend) and not _overrides_encoding(tokenizer)
+    if not faithful or not isinstance(backend, Tokenizer):
+        return lambda text, special: list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    size = len(tokenizer)
+    with _ENCODERS_LOCK:
+        cached = _ENCODERS.get(tokenizer)
+        if cached is None or cached[0] != size:
+            private = Tokenizer.from_str(backend.to_str())
+            private.no_padding()
+            private.no_truncation()
+            private.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+            cached = _ENCODERS[tokenizer] = (size, _encoder_of(private))
+        return cached[1]
+
+
+def _encoder_of(backend: Tokenizer) -> Encoder:
+    return lambda text, special: list(backend.encode(text, add_special_tokens=special).ids)
+
+
+def _overrides_encoding(tokenizer: Any) -> bool:
+    """Whether the tokenizer's class changes how text is encoded (then only calling it is faithful)."""
+    names = ("__call__", "_encode_plus")
+    return any(getattr(type(tokenizer), name) is not getattr(TokenizersBackend, name) for name in names)
+
+
+def _bos_prefix(encode: Encoder) -> list[int]:
     """The ids the tokenizer puts before a text under its own convention (``[]`` for none)."""
     try:
-        plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
-        full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+        plain = encode("a", False)
+        full = encode("a", True)
     except Exception:  # a tokenizer without special-token handling: no convention to follow
         return []
     for start in range(len(full) - len(plain) + 1):
@@ -204,10 +257,17 @@ def _bos_prefix(tokenizer: Any) -> list[int]:
 
 
 def _control_tokens(tokenizer: Any) -> frozenset[str]:
-    """Special-token strings of the tokenizer (those a template uses as markers)."""
+    """Strings a chat template uses as turn markers: the tokenizer's special tokens, and its added
+    tokens that occur in the template's text (``<tool_call>`` is not special in Qwen, say)."""
     tokens = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    template = getattr(tokenizer, "chat_template", None)
+    text = template if isinstance(template, str) else " ".join(map(str, dict(template or {}).values()))
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    tokens |= {t.content for t in decoder.values() if getattr(t, "special", False)}
+    for token in decoder.values():
+        content = getattr(token, "content", None)
+        marker = isinstance(content, str) and content in text and not content.isspace()
+        if isinstance(content, str) and (getattr(token, "special", False) or marker):
+            tokens.add(content)
     return frozenset(t for t in tokens if isinstance(t, str) and len(t) > 1)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guardrail.errors import HallucinationDetected, UnscoredResponseError
+from guardrail.errors import HallucinationDetected, InvalidInputError, UnscoredResponseError
 from guardrail.localize import Span
 from guardrail.policy import Action
 from guardrail.scores import TokenScores
@@ -100,6 +100,15 @@ class Verdict:
     attempts: tuple[Attempt, ...]
     chosen: int
     calibration: str
+
+    def __post_init__(self) -> None:
+        if not self.attempts or not 0 <= self.chosen < len(self.attempts):
+            raise InvalidInputError(f"`chosen`={self.chosen} must index one of the {len(self.attempts)} attempts")
+        if self.action is Action.ALLOW and not self.best.score <= self.threshold:
+            raise InvalidInputError(
+                f"a verdict cannot allow an answer whose score {self.best.score!r} is not at or below the threshold "
+                f"{self.threshold!r} (NaN and inf never pass)"
+            )
 
     @property
     def best(self) -> Attempt:

@@ -122,14 +122,14 @@ def test_uncalibrated_default_is_the_papers_negated_min() -> None:
         ("{", "cannot read"),
         ('{"schema_version": 99}', "schema_version 99"),
         ("[1, 2]", "schema_version None"),
-        ('{"schema_version": 1, "features": [], "threshold": 1}', "invalid calibration"),
+        ('{"schema_version": 2, "features": [], "threshold": 1}', "invalid calibration"),
         (
-            '{"schema_version": 1, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
+            '{"schema_version": 2, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
             ' "threshold": 1, "localizer": "magic"}',
             "localizer",
         ),
         (
-            '{"schema_version": 1, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
+            '{"schema_version": 2, "features": [{"metric": "spilled_energy", "pooling": "min", "weight": -1}],'
             ' "threshold": 1, "extra": 1}',
             "extra",
         ),
