@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from guardrail.errors import InvalidInputError
 from guardrail.policy import Action, Policy, RetryStep
-from guardrail.validation import check_int
+from guardrail.validation import at_or_below, check_int
 
 __all__ = ["AttemptLoop", "Decision", "Judged", "arun_attempts", "run_attempts"]
 
@@ -50,8 +50,8 @@ class Judged(Generic[T]):
 
     @property
     def passed(self) -> bool:
-        """At or below the threshold (a NaN score or threshold never passes)."""
-        return self.score <= self.threshold
+        """At or below the threshold (a non-finite score or threshold never passes)."""
+        return at_or_below(self.score, self.threshold)
 
 
 @dataclass(frozen=True)

@@ -353,10 +353,10 @@ class Guard:
     def _check_length(self, prompt_tokens: int, new_tokens: int, what: str = "max_new_tokens") -> None:
         limit = _context_limit(self.model)
         if limit is not None and prompt_tokens + new_tokens > limit:
-            fix = "lower `max_new_tokens`" if what == "max_new_tokens" else "shorten the answer"
+            kind, fix = ("new", "lower `max_new_tokens`") if what == "max_new_tokens" else ("answer", "the answer")
             raise ContextLengthError(
-                f"prompt of {prompt_tokens} tokens + {new_tokens} {'new' if what == 'max_new_tokens' else 'answer'} "
-                f"tokens exceeds the model's context of {limit} tokens; shorten the question or {fix}"
+                f"prompt of {prompt_tokens} tokens + {new_tokens} {kind} tokens exceeds the model's context of "
+                f"{limit} tokens; shorten the question or {fix}"
             )
 
     def _ask(
@@ -536,6 +536,11 @@ def _check_model(model: Any, tokenizer: Any) -> int:
     """Validate the pair; return the model's vocabulary size (LM-head rows)."""
     if not callable(getattr(model, "generate", None)) or not callable(getattr(model, "get_output_embeddings", None)):
         raise ModelError(f"`model` must be a Hugging Face causal LM with `generate`, got {type(model).__name__}")
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise ModelError(
+            f"`model` ({type(model).__name__}) is an encoder-decoder; spillguard scores decoder-only causal LMs "
+            "(AutoModelForCausalLM), whose every forward step reads the tokens it emitted"
+        )
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise ModelError(

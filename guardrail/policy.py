@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, Literal, get_args
 
 from guardrail.errors import InvalidInputError
-from guardrail.validation import check_finite, check_int, check_text
+from guardrail.validation import at_or_below, check_finite, check_int, check_text
 
 __all__ = ["MAX_ATTEMPTS", "Action", "Policy", "RetryStep", "as_policy"]
 
@@ -171,10 +171,10 @@ class Policy:
     def decide(self, score: float, threshold: float) -> Action:
         """The action for the final (chosen) attempt's ``score``.
 
-        Only a score at or below the threshold is allowed: NaN, an infinite score or a NaN
-        threshold always flag (or abstain).
+        Only a finite score at or below a finite threshold is allowed: NaN, ``±inf`` scores and
+        non-finite thresholds always flag (or abstain).
         """
-        if score <= threshold:
+        if at_or_below(score, threshold):
             return Action.ALLOW
         final = self.after_retries if self.on_hallucination == "retry" else self.on_hallucination
         return Action.FLAG if final == "flag" else Action.ABSTAIN

@@ -11,7 +11,7 @@ from numbers import Integral, Real
 
 from guardrail.errors import InvalidInputError
 
-__all__ = ["check_finite", "check_int", "check_text", "finite_or_none"]
+__all__ = ["at_or_below", "check_finite", "check_int", "check_text", "finite_or_none"]
 
 
 def check_text(name: str, value: object) -> str:
@@ -54,6 +54,15 @@ def check_finite(name: str, value: object, *, positive: bool = False) -> float:
     if not math.isfinite(number) or (positive and not number > 0):
         raise InvalidInputError(f"`{name}` must be a finite{' positive' if positive else ''} number, got {value!r}")
     return number
+
+
+def at_or_below(score: float, threshold: float) -> bool:
+    """Whether ``score`` passes ``threshold``: both finite and ``score <= threshold``.
+
+    The one comparison every allow goes through: NaN, ``+inf`` and ``-inf`` never pass, on either
+    side (a ``-inf`` score is as unusable as a NaN one).
+    """
+    return math.isfinite(score) and math.isfinite(threshold) and score <= threshold
 
 
 def finite_or_none(value: float) -> float | None:

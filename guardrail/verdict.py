@@ -24,7 +24,7 @@ from guardrail.errors import HallucinationDetected, InvalidInputError, UnscoredR
 from guardrail.localize import Span
 from guardrail.policy import Action
 from guardrail.scores import TokenScores
-from guardrail.validation import finite_or_none
+from guardrail.validation import at_or_below, finite_or_none
 
 __all__ = ["METADATA_KEY", "Attempt", "Evidence", "Verdict"]
 
@@ -104,7 +104,7 @@ class Verdict:
     def __post_init__(self) -> None:
         if not self.attempts or not 0 <= self.chosen < len(self.attempts):
             raise InvalidInputError(f"`chosen`={self.chosen} must index one of the {len(self.attempts)} attempts")
-        if self.action is Action.ALLOW and not self.best.score <= self.threshold:
+        if self.action is Action.ALLOW and not at_or_below(self.best.score, self.threshold):
             raise InvalidInputError(
                 f"a verdict cannot allow an answer whose score {self.best.score!r} is not at or below the threshold "
                 f"{self.threshold!r} (NaN and inf never pass)"
@@ -203,11 +203,11 @@ class Evidence:
     @property
     def hallucinated(self) -> bool:
         """Whether the answer was not allowed (an unscorable answer never is)."""
-        return self.action is not Action.ALLOW or not self.score <= self.threshold
+        return self.action is not Action.ALLOW or not at_or_below(self.score, self.threshold)
 
     def flagged_by(self, threshold: float | None = None) -> bool:
         """Whether the score is above ``threshold`` (default: the calibrated threshold)."""
-        return not self.score <= (self.threshold if threshold is None else threshold)
+        return not at_or_below(self.score, self.threshold if threshold is None else threshold)
 
     def check(self, text: str, *, what: str = "the answer") -> Evidence:
         """``self`` when sealed and about exactly ``text``; else :class:`UnscoredResponseError`."""

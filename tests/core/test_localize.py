@@ -123,3 +123,31 @@ def test_token_offsets_handle_multibyte_characters(bundled: tuple[object, object
     text, offsets = token_offsets(tokenizer.decode, ids)  # type: ignore[attr-defined]
     assert text == answer
     assert "".join(text[a:b] for a, b in offsets) == text
+
+
+TURKISH = "Not İzmir, İstanbul or İznik: the capital is Ankara. It is big."
+
+
+def test_explicit_span_offsets_survive_characters_whose_lowercase_is_longer() -> None:
+    """ "İ".lower() is two characters: searching a lowercased copy used to score ['ara', '.', ' It']."""
+    offsets = words(TURKISH)
+    span = ExplicitSpan(substring="Ankara").locate("q", TURKISH, offsets)
+    assert span.text == "Ankara" and [TURKISH[a:b] for a, b in offsets[span.start : span.stop]] == [" Ankara"]
+    assert ExplicitSpan(substring="ankara").locate("q", TURKISH, offsets) == span
+    istanbul = ExplicitSpan(substring="İSTANBUL").locate("q", TURKISH, offsets)
+    assert istanbul.text == "İstanbul"
+
+
+def test_llm_extraction_offsets_survive_characters_whose_lowercase_is_longer() -> None:
+    offsets = words(TURKISH)
+    span = LLMExtractionLocalizer(lambda _: " ankara\n").locate("What is the capital of Turkey?", TURKISH, offsets)
+    assert span.source == "llm" and span.text == "Ankara"
+    assert [TURKISH[a:b] for a, b in offsets[span.start : span.stop]] == [" Ankara"]
+
+
+def test_the_guard_scores_exactly_the_named_tokens(bundled: tuple[object, object]) -> None:
+    from guardrail import Guard
+
+    model, tokenizer = bundled
+    verdict = Guard(model, tokenizer, name="bundled").check("What is the capital of Turkey?", TURKISH, span="Ankara")
+    assert "".join(verdict.best.tokens[verdict.span.start : verdict.span.stop]).strip() == "Ankara"

@@ -95,9 +95,47 @@ def test_families_that_ignore_left_padding_are_the_listed_ones() -> None:
 
 
 def _raw_logits(model: Any, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(batch, steps, vocab)`` raw logits of three greedy steps (plain ``generate``, no capture)."""
+    """``(batch, steps, vocab)`` raw logits of two greedy steps (plain ``generate``, no capture)."""
     out = model.generate(
-        input_ids=input_ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+        input_ids=input_ids, attention_mask=mask, max_new_tokens=2, min_new_tokens=2, do_sample=False,
         pad_token_id=zoo.PAD, output_logits=True, return_dict_in_generate=True,
     )  # fmt: skip
     return torch.stack(out.logits, dim=1)
+
+
+def test_a_gpt2_tokenizer_without_a_pad_token() -> None:
+    """A byte-level BPE tokenizer with no pad token (GPT-2, Llama-3 and Mistral tokenizers have
+    none): the guard pads its batches with EOS and never asks the tokenizer to pad."""
+    tokenizer = zoo.byte_level_tokenizer()
+    assert tokenizer.pad_token is None and tokenizer.chat_template is None
+    model = zoo.tiny_gpt2(len(tokenizer))
+    guard = Guard(model, tokenizer, calibration=Calibration.uncalibrated(), name="gpt2", max_new_tokens=6)
+    prompts = ["What is the capital of France?", "Rome is", "A city and a country: Berlin, Paris, or"]
+    solo = [guard.ask(p, min_new_tokens=6) for p in prompts]
+    for p, v in zip(prompts, solo, strict=True):
+        assert_same(v.scores, forced(guard, p, v))
+    for v, b in zip(solo, guard.ask_batch(prompts, batch_size=3, min_new_tokens=6), strict=True):
+        assert_same(b.scores, v.scores)
+    streamed = list(guard.stream(prompts[0], min_new_tokens=6))
+    assert isinstance(streamed[-1], Verdict) and streamed[-1].answer == solo[0].answer
+    assert "".join(e for e in streamed if isinstance(e, str)) == solo[0].answer
+    assert tokenizer.pad_token is None  # nothing was set on the user's tokenizer
+
+
+def test_the_context_window_is_read_where_each_family_keeps_it(word_tokenizers: dict[bool, Any]) -> None:
+    """Gemma-3 multimodal wrappers keep it in ``text_config``; MPT calls it ``max_seq_len``."""
+    from guardrail import ContextLengthError
+
+    tokenizer = word_tokenizers[True]
+    wrapper = zoo.build("gemma3_multimodal")
+    assert not hasattr(wrapper.config, "max_position_embeddings")
+    wrapper.config.text_config.max_position_embeddings = 40
+    mpt = zoo.build("mpt")
+    mpt.config.max_seq_len = 40
+    for model in (wrapper, mpt):
+        guard = Guard(model, tokenizer, calibration=Calibration.uncalibrated(), name="m", max_new_tokens=8)
+        guard.ask("paris ?")  # fits
+        with pytest.raises(ContextLengthError, match=r"prompt of \d+ tokens \+ 8 new tokens exceeds .* of 40 tokens"):
+            guard.ask(" ".join(["paris"] * 30))
+        with pytest.raises(ContextLengthError, match=r"\+ 30 answer tokens .* shorten the question or the answer"):
+            guard.check(" ".join(["paris"] * 10), " ".join(["rome"] * 30))

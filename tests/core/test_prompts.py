@@ -192,3 +192,11 @@ def test_the_private_encoder_matches_the_tokenizer(bundled: tuple[Any, Any]) -> 
     for text in ["<|im_start|>user\nSão Tomé 東京 ✓?<|im_end|>\n", " Paris.", "a", "  two  spaces\n\n"]:
         for special in (False, True):
             assert encode(text, special) == tokenizer(text, add_special_tokens=special)["input_ids"]
+
+
+def test_an_encoder_decoder_is_refused(tiny_tokenizer: Any) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=len(tiny_tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2)
+    with pytest.raises(ModelError, match="is an encoder-decoder"):
+        Guard(T5ForConditionalGeneration(config).eval(), tiny_tokenizer)

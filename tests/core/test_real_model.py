@@ -84,3 +84,18 @@ def test_quickstart_example_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "abstaining guard returns" in result.stdout and "raised on request" in result.stdout
+
+
+def test_check_on_a_long_prompt_keeps_only_the_scored_logit_rows(real_guard: Guard) -> None:
+    """A RAG-sized prompt: the LM head computes n + 1 rows, not one per prompt position (the
+    memory this saves is measured by ``python -m tests.core.measure memory``, docs/models.md)."""
+    shapes: list[tuple[int, ...]] = []
+    head = real_guard.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    try:
+        context = "The harbour town keeps its old lighthouse, its ferry and a market by the sea. " * 40
+        verdict = real_guard.check(context + "When does the ferry leave?", "The ferry leaves at noon.")
+    finally:
+        handle.remove()
+    assert verdict.best.prompt_tokens > 600
+    assert shapes == [(1, len(verdict.scores) + 1, head.weight.shape[0])]

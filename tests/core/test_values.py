@@ -159,3 +159,194 @@ def test_calibration_for_another_model_is_refused() -> None:
     other = FP.model_copy(update={"vocab_size": 11})
     with pytest.raises(CalibrationError, match="fitted for model 'm'.*spillguard calibrate"):
         cal.check_model(other)
+
+
+# -- non-finite and out-of-range numbers never load, never allow (issue 11, item 1) ---------------
+
+BAD_NUMBERS = [math.nan, -math.inf, math.inf, 1e400, -1e10, 1e10]
+FEATURE = {"metric": "spilled_energy", "pooling": "min", "weight": -1.0}
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+@pytest.mark.parametrize("field", ["weight", "center", "scale"])
+def test_feature_numbers_must_be_finite_and_bounded(field: str, value: float) -> None:
+    with pytest.raises(CalibrationError, match=f"(?s)invalid Feature.*{field}"):
+        Feature(**{**FEATURE, field: value})
+
+
+@pytest.mark.parametrize("scale", [5e-324, 1e-10, 0.0, -1.0])
+def test_a_vanishing_scale_is_refused(scale: float) -> None:
+    with pytest.raises(CalibrationError, match="scale"):
+        Feature(**{**FEATURE, "scale": scale})
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+@pytest.mark.parametrize("field", ["bias", "threshold"])
+def test_calibration_numbers_must_be_finite_and_bounded_on_every_path(field: str, value: float) -> None:
+    good = Calibration.uncalibrated()
+    data = {**good.model_dump(), field: value}
+    for build in (
+        lambda: Calibration(**data),
+        lambda: Calibration.model_validate(data),
+        lambda: good.model_copy(update={field: value}),
+        lambda: good.model_copy(update={field: value}, deep=True),
+    ):
+        with pytest.raises(CalibrationError, match=field):
+            build()
+    if field == "threshold":
+        with pytest.raises(CalibrationError, match="threshold"):
+            Calibration.uncalibrated(value)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "Infinity", "1e400", "-1e400"])
+@pytest.mark.parametrize("field", ["weight", "center", "scale", "bias", "threshold"])
+def test_calibration_files_with_non_finite_numbers_do_not_load(tmp_path: Path, field: str, literal: str) -> None:
+    feature = {**FEATURE, "center": 0.0, "scale": 1.0}
+    body = {"schema_version": 2, "features": [feature], "bias": 0.0, "threshold": 1.0}
+    text = json.dumps(body)
+    key = f'"{field}": '
+    start = text.index(key) + len(key)
+    end = min(i for i in (text.find(",", start), text.find("}", start)) if i > 0)
+    path = tmp_path / "bad.json"
+    path.write_text(text[:start] + literal + text[end:])
+    with pytest.raises(CalibrationError, match=field):
+        Calibration.load(path)
+    with pytest.raises(CalibrationError, match=field):
+        Calibration.model_validate_json(path.read_text())
+
+
+def test_a_denormal_scale_in_a_file_does_not_load(tmp_path: Path) -> None:
+    path = tmp_path / "denormal.json"
+    body = {"schema_version": 2, "features": [{**FEATURE, "scale": 5e-324}], "threshold": 1.0}
+    path.write_text(json.dumps(body))
+    with pytest.raises(CalibrationError, match="scale"):
+        Calibration.load(path)
+
+
+def test_model_validate_json_with_a_nan_threshold_is_refused() -> None:
+    text = Calibration.uncalibrated().model_dump_json().replace('"threshold":1.0', '"threshold":NaN')
+    assert "NaN" in text
+    with pytest.raises(CalibrationError, match="threshold"):
+        Calibration.model_validate_json(text)
+
+
+def test_only_a_small_regular_file_is_read(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    with pytest.raises(CalibrationError, match="not a regular file"):
+        Calibration.load("/dev/zero")  # would fill memory if read
+    fifo = tmp_path / "calibration.fifo"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def load() -> None:
+        with pytest.raises(CalibrationError, match="not a regular file"):
+            Calibration.load(fifo)  # would block forever waiting for a writer
+        done.set()
+
+    threading.Thread(target=load, daemon=True).start()
+    assert done.wait(10)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (2 << 20) + "{}")
+    with pytest.raises(CalibrationError, match="larger than 1048576 bytes"):
+        Calibration.load(big)
+    with pytest.raises(CalibrationError, match="not a regular file"):
+        Calibration.load(tmp_path)
+
+
+def test_deeply_nested_json_is_a_calibration_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(CalibrationError, match="cannot read"):
+        Calibration.load(path)
+    nested = '{"schema_version": 2, "features": ' + "[" * 100_000 + "]" * 100_000 + ', "threshold": 1}'
+    with pytest.raises(CalibrationError):
+        Calibration.model_validate_json(nested)
+
+
+def test_a_hundred_thousand_features_are_refused_quickly(tmp_path: Path) -> None:
+    features = [{**FEATURE, "center": 0.0, "scale": 1.0}] * 100_000
+    with pytest.raises(CalibrationError, match="at most 64"):
+        Calibration(features=features, threshold=1.0)
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps({"schema_version": 2, "features": features, "threshold": 1.0}))
+    with pytest.raises(CalibrationError, match="larger than"):
+        Calibration.load(path)
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps({"schema_version": 2, "features": features[:65], "threshold": 1.0}))
+    with pytest.raises(CalibrationError, match="at most 64"):
+        Calibration.load(compact)
+
+
+def test_a_version_1_file_asks_for_recalibration(tmp_path: Path) -> None:
+    path = tmp_path / "v1.json"
+    body = {"schema_version": 1, "model": {"name": "m", "vocab_size": 10, "tokenizer_sha256": "a" * 64}}
+    path.write_text(json.dumps({**body, "features": [FEATURE], "threshold": 1.0}))
+    with pytest.raises(CalibrationError, match="schema_version 1.*weights.*re-run `spillguard calibrate`"):
+        Calibration.load(path)
+    path.write_text(json.dumps({**body, "schema_version": 2, "features": [FEATURE], "threshold": 1.0}))
+    with pytest.raises(CalibrationError, match="no `weights_sha256`"):
+        Calibration.load(path)
+
+
+NON_FINITE = [math.nan, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_a_non_finite_score_or_threshold_never_allows(bad: float) -> None:
+    """Policy, attempt loop, verdict and evidence all refuse to allow a non-finite number."""
+    from guardrail import AttemptLoop, Evidence, Judged
+
+    for policy in (Policy(), Policy(on_hallucination="abstain"), Policy(on_hallucination="retry")):
+        assert policy.decide(bad, 1.0) is not Action.ALLOW
+        assert policy.decide(0.0, bad) is not Action.ALLOW
+    assert Policy().decide(1.0, 1.0) is Action.ALLOW  # at the threshold passes
+    loop: AttemptLoop[str] = AttemptLoop(Policy(on_hallucination="retry", max_attempts=3))
+    while (step := loop.next_step()) is not None:
+        loop.record(Judged("a", "a", bad, 1.0, step))
+    decision = loop.decide()
+    assert len(decision.attempts) == 3 and decision.action is Action.FLAG
+    assert not Judged("a", "a", 0.0, bad, RetryStep()).passed
+    with pytest.raises(InvalidInputError, match="cannot allow an answer whose score"):
+        verdict(bad, Action.ALLOW)
+    flagged = verdict(bad, Action.FLAG)
+    assert flagged.hallucinated
+    data = flagged.to_dict(per_token=False)
+    assert Evidence.from_dict(data).hallucinated
+    forged = Evidence.from_dict({**data, "action": "allow", "score": bad if math.isinf(bad) else None})
+    assert forged.hallucinated and not forged.sealed  # an "allow" with an unusable score is still flagged
+    assert forged.flagged_by() and forged.flagged_by(1e9)
+
+
+def test_a_non_finite_calibrated_score_is_an_error_not_a_number() -> None:
+    from guardrail.errors import CaptureError
+
+    cal = Calibration(features=(Feature(**{**FEATURE, "weight": 1e9, "scale": 1e-9}),), threshold=0.0)
+    s = TokenScores(np.arange(1), np.array([-1e300]), np.zeros(1), np.array([1e300]), np.zeros(1))
+    with pytest.raises(CaptureError, match="calibrated score is inf"):
+        cal.score(s, Span(0, 1, 0, 1, "a", "whole"))
+
+
+# -- the retry bound (issue 11, item 3) -----------------------------------------------------------
+
+
+def test_retries_are_bounded_and_the_kept_attempt_is_defensible() -> None:
+    from guardrail import AttemptLoop, Judged
+    from guardrail.policy import MAX_ATTEMPTS
+
+    assert MAX_ATTEMPTS == 5
+    with pytest.raises(InvalidInputError, match=r"`max_attempts` must be an int in \[1, 5\], got 6"):
+        Policy(on_hallucination="retry", max_attempts=6)
+    with pytest.raises(InvalidInputError, match="`max_attempts`"):
+        Policy(on_hallucination="retry", max_attempts=20)
+    scores = {1: 3.0, 2: 0.5, 3: 2.0, 4: 0.9, 5: 0.1}
+    for threshold, chosen, made in [(1.0, 1, 2), (0.05, 4, 5), (0.3, 4, 5)]:
+        loop: AttemptLoop[int] = AttemptLoop(Policy(on_hallucination="retry", max_attempts=MAX_ATTEMPTS))
+        while (step := loop.next_step()) is not None:
+            loop.record(Judged(step.attempt, str(step.attempt), scores[step.attempt], threshold, step))
+        decision = loop.decide()
+        assert len(decision.attempts) == made  # stops at the first passing attempt
+        assert decision.chosen == chosen  # that one, else the lowest score
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "concepts.md").read_text(encoding="utf-8")
+    assert f"at most {MAX_ATTEMPTS}" in docs
