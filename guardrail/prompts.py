@@ -214,8 +214,8 @@ def private_encoder(tokenizer: Any) -> Encoder:
     every call, so another thread's ``tokenizer(..., padding="max_length")`` or ``truncation=True``
     could pad or cut the guard's prompt in between, and the guard's own calls would reset the
     other thread's settings. The guard therefore encodes with a private copy of the backend that
-    never pads or truncates (one copy per tokenizer, rebuilt when tokens are added). Other
-    tokenizers keep no such state between calls and are called directly.
+    never pads or truncates (one copy per tokenizer; a guard built after tokens were added gets a
+    fresh one). Tokenizers of other kinds keep no such state between calls and are called directly.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     faithful = isinstance(tokenizer, TokenizersBackend) and not _overrides_encoding(tokenizer)
@@ -261,7 +261,7 @@ def _control_tokens(tokenizer: Any) -> frozenset[str]:
     tokens that occur in the template's text (``<tool_call>`` is not special in Qwen, say)."""
     tokens = set(getattr(tokenizer, "all_special_tokens", []) or [])
     template = getattr(tokenizer, "chat_template", None)
-    text = template if isinstance(template, str) else " ".join(map(str, dict(template or {}).values()))
+    text = template if isinstance(template, str) else str(template or "")  # or named templates
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     for token in decoder.values():
         content = getattr(token, "content", None)
