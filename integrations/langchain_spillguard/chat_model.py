@@ -14,14 +14,13 @@ from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
-from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from langchain_core.runnables.config import RunnableConfig, ensure_config, run_in_executor
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from guardrail import (
     METADATA_KEY,
@@ -48,7 +47,7 @@ from langchain_spillguard.structured import (
     structured_output,
 )
 
-__all__ = ["ChatSpillguard"]
+__all__ = ["ChatSpillguard", "invalid_arguments"]
 
 _CALL_OPTIONS = frozenset(
     {"temperature", "max_tokens", "top_p", "seed", "model", "tools", "tool_choice", "response_format", "localize_in"}
@@ -150,6 +149,12 @@ class ChatSpillguard(BaseChatModel):
 
     _loaded: Guard | None = PrivateAttr(default=None)
 
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise invalid_arguments(type(self).__name__, exc) from None
+
     @model_validator(mode="after")
     def _check_fields(self) -> ChatSpillguard:
         if self.guard is not None and not isinstance(self.guard, Guard):
@@ -196,6 +201,47 @@ class ChatSpillguard(BaseChatModel):
         params["ls_provider"] = "spillguard"
         params["ls_model_name"] = str(kwargs["model"]) if isinstance(kwargs.get("model"), str) else self.model_name
         return params
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **_run_options(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **_run_options(config, kwargs))
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        yield from super().stream(input, config, stop=stop, **_run_options(config, kwargs))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(input, config, stop=stop, **_run_options(config, kwargs)):
+            yield chunk
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` from the model's own tokenizer (offline, exact)."""
@@ -267,8 +313,6 @@ class ChatSpillguard(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         guard = self.get_guard()
         request = self._request(guard, messages, stop, run_manager, kwargs)
         verdict = guard.ask(request.chat, **request.options())
@@ -281,8 +325,6 @@ class ChatSpillguard(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         guard = await run_in_executor(None, self.get_guard)
         request = self._request(guard, messages, stop, run_manager, kwargs)
         verdict = await guard.aask(request.chat, **request.options())
@@ -301,10 +343,7 @@ class ChatSpillguard(BaseChatModel):
         events = guard.stream(request.chat, **request.options())
         try:
             for event in events:
-                for chunk in chunks.take(event):
-                    if run_manager and chunk.text:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
+                yield from chunks.take(event)
         finally:
             events.close()
 
@@ -324,8 +363,6 @@ class ChatSpillguard(BaseChatModel):
         try:
             async for event in events:
                 for chunk in chunks.take(event):
-                    if run_manager and chunk.text:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
         finally:
             await events.aclose()
@@ -381,6 +418,11 @@ class ChatSpillguard(BaseChatModel):
             raise InvalidInputError(
                 f"ChatSpillguard does not support the call arguments {unknown}; "
                 f"supported: {sorted(_CALL_OPTIONS)} and `stop`"
+            )
+        if options.get("model", self.model_name) != self.model_name:
+            raise InvalidInputError(
+                f"ChatSpillguard runs one local model: the call's `model`={options['model']!r} is not its "
+                f"`model_name` {self.model_name!r}; build another ChatSpillguard for another model"
             )
         max_tokens = options.get("max_tokens", self.max_tokens)
         if max_tokens is not None and (
@@ -548,6 +590,31 @@ def _with_instruction(chat: list[dict[str, Any]], instruction: str) -> list[dict
     if chat and chat[0]["role"] == "system":
         return [{**chat[0], "content": f"{chat[0]['content']}\n\n{instruction}"}, *chat[1:]]
     return [{"role": "system", "content": instruction}, *chat]
+
+
+def invalid_arguments(owner: str, error: ValidationError) -> InvalidInputError:
+    """A constructor's pydantic validation error as the core's typed error, naming each argument."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"`{where}`: {message} (got {item['input']!r})" if where else message)
+    return InvalidInputError(f"{owner}: " + "; ".join(problems))
+
+
+def _run_options(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments plus the attempt step and question of its run config's metadata.
+
+    LangChain hands ``_stream`` no run manager, so what a :class:`SpillguardRunnable` (or the
+    caller) put in the config metadata is passed on as call arguments (visible in traces).
+    """
+    metadata = ensure_config(config).get("metadata") or {}
+    extra = {}
+    if STEP_KEY in metadata and STEP_KEY not in kwargs:
+        extra[STEP_KEY] = metadata[STEP_KEY]
+    if QUESTION_KEY in metadata and "localize_in" not in kwargs:
+        extra["localize_in"] = metadata[QUESTION_KEY]
+    return {**kwargs, **extra}
 
 
 def _step_entry(step: TokenStep) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, patch_config
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from guardrail import (
     METADATA_KEY,
@@ -43,7 +43,7 @@ from guardrail import (
 )
 from guardrail.policy import as_policy
 from guardrail.validation import finite_or_none
-from langchain_spillguard.chat_model import ChatSpillguard
+from langchain_spillguard.chat_model import ChatSpillguard, invalid_arguments
 from langchain_spillguard.evidence import QUESTION_KEY, STEP_KEY, STEPS_KEY, evidence_of
 
 __all__ = ["SpillguardRunnable"]
@@ -91,7 +91,10 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
     def __init__(self, bound: Runnable[Any, Any] | None = None, **kwargs: Any) -> None:
         if bound is not None:
             kwargs["bound"] = bound
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise invalid_arguments(type(self).__name__, exc) from None
 
     @field_validator("policy", mode="before")
     @classmethod

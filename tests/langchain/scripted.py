@@ -39,6 +39,8 @@ def scripted_guard(
     template: str = TOOL_TEMPLATE,
     threshold: float | None = None,
     policy: Policy | None = None,
+    cycle: bool = False,
+    max_new_tokens: int = 16,
 ) -> Guard:
     """A guard whose model answers ``replies[last prompt word]`` (words split on spaces).
 
@@ -47,6 +49,8 @@ def scripted_guard(
         template: the chat template.
         threshold: an uncalibrated threshold (``-1e9`` flags everything, ``1e9`` allows all).
         policy: the guard's policy.
+        cycle: repeat each reply forever (no EOS): generation runs to ``max_new_tokens``.
+        max_new_tokens: the guard's answer length limit.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -64,7 +68,7 @@ def scripted_guard(
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(words), hidden_size=hidden, intermediate_size=8, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
         pad_token_id=0, eos_token_id=1, bos_token_id=None,
     )  # fmt: skip
     model = LlamaForCausalLM(config).eval()
@@ -74,6 +78,8 @@ def scripted_guard(
     for start, reply in replies.items():
         chain = [index[start], *(index[w] for w in reply.split())]
         successor.update(pairwise(chain))
+        if cycle:
+            successor[chain[-1]] = chain[1]
     with torch.no_grad():
         model.model.embed_tokens.weight.copy_(torch.eye(len(words), hidden))
         for layer in model.model.layers:
@@ -84,4 +90,4 @@ def scripted_guard(
             head[following, token] = 2.0
         model.lm_head.weight.copy_(head)
     calibration = Calibration.uncalibrated() if threshold is None else Calibration.uncalibrated(threshold)
-    return Guard(model, tokenizer, max_new_tokens=16, calibration=calibration, policy=policy)
+    return Guard(model, tokenizer, max_new_tokens=max_new_tokens, calibration=calibration, policy=policy)
