@@ -65,6 +65,20 @@ def test_missing_langchain_core_gives_actionable_import_error() -> None:
     assert 'pip install "spillguard[langchain]"' in done.stderr
 
 
+def test_public_names() -> None:
+    import langchain_spillguard
+
+    assert sorted(langchain_spillguard.__all__) == sorted(
+        [
+            "METADATA_KEY", "QUESTION_KEY", "STEP_KEY", "AsyncSpillguardCallbackHandler", "ChatSpillguard", "Evidence",
+            "HallucinationDetected", "NotGuardedError", "RunRecord", "SpillguardCallbackHandler",
+            "SpillguardMiddleware", "SpillguardRunnable", "UnscoredResponseError", "evidence_of",
+        ]
+    )  # fmt: skip
+    for name in langchain_spillguard.__all__:
+        assert getattr(langchain_spillguard, name) is not None
+
+
 # -- chat model -----------------------------------------------------------------------------
 
 
