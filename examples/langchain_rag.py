@@ -1,26 +1,36 @@
 """A small RAG chain over local documents, guarded by spilled energy (no network).
 
-The retriever is a tiny keyword-overlap retriever written as a ``BaseRetriever``.
-Run: python examples/langchain_rag.py
+The prompt has the common RAG shape: the retrieved context and the question in one human
+message. ``question_key`` tells the guard which part is the question, so the scored span is the
+answer ("1911"), not words copied from the context. The retriever is a tiny keyword-overlap
+``BaseRetriever``. The shipped calibration was fitted on closed-book questions, and these
+answers copied from the context score above its threshold: calibrate on your RAG data before
+gating RAG answers. Run: python examples/langchain_rag.py
 """
 
 import re
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
-from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 
-from guardrail import Policy
 from langchain_spillguard import ChatSpillguard, SpillguardRunnable
 
 DOCUMENTS = [
     Document("Nairobi is the capital of Kenya.", metadata={"id": "kenya"}),
     Document("Canberra is the capital city of Australia.", metadata={"id": "australia"}),
-    Document("The Eiffel Tower is a wrought-iron tower in Paris, France.", metadata={"id": "eiffel"}),
-    Document("Mount Kilimanjaro is the highest mountain in Africa.", metadata={"id": "kilimanjaro"}),
+    Document(
+        "The Harrowgate Lighthouse was built in 1911. It stands on the northern cliffs of Wexley Bay "
+        "and was automated in 1985.",
+        metadata={"id": "lighthouse"},
+    ),
+]
+QUESTIONS = [
+    "What is the capital of Australia?",
+    "What is the capital of Kenya?",
+    "In which year was the Harrowgate Lighthouse built?",
 ]
 
 
@@ -39,27 +49,23 @@ class KeywordRetriever(BaseRetriever):
         return ranked[: self.k]
 
 
-def main() -> list[str]:
+def main() -> list[tuple[str, str]]:
     retriever = KeywordRetriever(documents=DOCUMENTS)
     prompt = ChatPromptTemplate.from_messages(
-        [("system", "Context:\n{context}\nAnswer the question in one full sentence."), ("human", "{question}")]
+        [("human", "Answer the question using the context.\n\nContext:\n{context}\n\nQuestion: {question}")]
     )
     context = retriever | (lambda docs: "\n".join(d.page_content for d in docs))
-    answer = SpillguardRunnable(
-        {"context": context, "question": RunnablePassthrough()} | prompt | ChatSpillguard(max_tokens=24),
-        policy=Policy(on_hallucination="abstain"),
-    )
-    chain = answer | StrOutputParser()
-    answers = []
-    # Chad is in no document: the model answers from memory, wrongly, and the guard abstains.
-    for question in [
-        "What is the capital of Australia?",
-        "What is the capital of Kenya?",
-        "What is the capital of Chad?",
-    ]:
-        answers.append(chain.invoke(question))
-        print(f"Q: {question}\nA: {answers[-1]}")
-    return answers
+    chain = {"context": context, "question": RunnablePassthrough()} | prompt | ChatSpillguard(max_tokens=24)
+    guarded = SpillguardRunnable(chain, question_key="question")  # the string input is the question
+    found = []
+    for question in QUESTIONS:
+        verdict = guarded.invoke(question).response_metadata["spillguard"]
+        span, answer = verdict["span"], verdict["answer"]
+        marked = f"{answer[: span['char_start']]}[{span['text']}]{answer[span['char_end'] :]}"
+        print(f"Q: {question}\nA: {marked}\n   score {verdict['score']:.2f}, threshold {verdict['threshold']:.2f}")
+        print(f"   -> {verdict['action']}")
+        found.append((answer, span["text"]))
+    return found
 
 
 if __name__ == "__main__":

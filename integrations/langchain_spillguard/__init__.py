@@ -5,6 +5,9 @@
 >>> message = chat.invoke("What is the capital of Mali?")
 >>> message.response_metadata["spillguard"]["score"]
 
+``SpillguardMiddleware`` (for ``langchain.agents.create_agent``) needs the ``agents`` extra:
+``pip install "spillguard[agents]"``; it is imported on first access.
+
 Names follow LangChain's partner packages (``Chat<Provider>``, ``<Provider>CallbackHandler``);
 the exceptions are the core's (:mod:`guardrail.errors`), re-exported here. Install with
 ``pip install "spillguard[langchain]"``.
@@ -18,6 +21,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         'install it with: pip install "spillguard[langchain]"'
     ) from exc
 
+from typing import Any
+
 from guardrail import HallucinationDetected as HallucinationDetected
 from guardrail import NotGuardedError as NotGuardedError
 from guardrail import UnscoredResponseError as UnscoredResponseError
@@ -27,6 +32,7 @@ from langchain_spillguard.callbacks import RunRecord as RunRecord
 from langchain_spillguard.callbacks import SpillguardCallbackHandler as SpillguardCallbackHandler
 from langchain_spillguard.chat_model import ChatSpillguard as ChatSpillguard
 from langchain_spillguard.evidence import METADATA_KEY as METADATA_KEY
+from langchain_spillguard.evidence import QUESTION_KEY as QUESTION_KEY
 from langchain_spillguard.evidence import STEP_KEY as STEP_KEY
 from langchain_spillguard.evidence import Evidence as Evidence
 from langchain_spillguard.evidence import evidence_of as evidence_of
@@ -34,6 +40,7 @@ from langchain_spillguard.runnable import SpillguardRunnable as SpillguardRunnab
 
 __all__ = [
     "METADATA_KEY",
+    "QUESTION_KEY",
     "STEP_KEY",
     "AsyncSpillguardCallbackHandler",
     "ChatSpillguard",
@@ -42,15 +49,25 @@ __all__ = [
     "NotGuardedError",
     "RunRecord",
     "SpillguardCallbackHandler",
+    "SpillguardMiddleware",
     "SpillguardRunnable",
     "UnscoredResponseError",
     "evidence_of",
 ]
 
-__getattr__ = deprecated_aliases(
+_deprecated = deprecated_aliases(
     __name__,
     {
         "HallucinationGuard": ("langchain_spillguard.SpillguardRunnable", SpillguardRunnable),
         "HallucinationFlagged": ("guardrail.HallucinationDetected", HallucinationDetected),
     },
 )
+
+
+def __getattr__(name: str) -> Any:
+    """``SpillguardMiddleware`` on first use (it needs the ``agents`` extra); deprecated aliases."""
+    if name == "SpillguardMiddleware":
+        from langchain_spillguard.middleware import SpillguardMiddleware
+
+        return SpillguardMiddleware
+    return _deprecated(name)

@@ -2,52 +2,76 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from langchain_core.runnables import Runnable
+from langchain_core.runnables.config import RunnableConfig, ensure_config, run_in_executor
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from guardrail import (
     METADATA_KEY,
     Calibration,
+    Evidence,
     Guard,
     HallucinationDetected,
     InvalidInputError,
+    ModelError,
     Policy,
     RetryStep,
     TokenStep,
     Verdict,
 )
 from guardrail.loading import DEFAULT_MODEL_NAME
-from langchain_spillguard.evidence import STEP_KEY, STEPS_KEY, logprobs_of
-from langchain_spillguard.messages import to_chat_dicts
+from guardrail.tools import ToolCall, parse_tool_calls
+from langchain_spillguard.evidence import QUESTION_KEY, STEP_KEY, STEPS_KEY, logprobs_of
+from langchain_spillguard.messages import to_chat_dicts, to_lc_tool_calls
+from langchain_spillguard.structured import (
+    ToolLike,
+    choose_tools,
+    format_tools,
+    json_instruction,
+    structured_output,
+)
 
-__all__ = ["ChatSpillguard"]
+__all__ = ["ChatSpillguard", "invalid_arguments"]
 
-_CALL_OPTIONS = frozenset({"temperature", "max_tokens", "top_p", "seed", "model"})
+_CALL_OPTIONS = frozenset(
+    {"temperature", "max_tokens", "top_p", "seed", "model", "tools", "tool_choice", "response_format", "localize_in"}
+    | {STEP_KEY}
+)
 _RETRY_TAG = re.compile(r"^retry:attempt:(\d+)$")
 _LOAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
 class _Request:
-    """One call: the chat messages, the decoding options and the attempt step (if any)."""
+    """One call: the chat messages, the decoding options, the attempt step (if any), the tools
+    to render and the question text for localization."""
 
-    chat: list[dict[str, str]]
+    chat: list[dict[str, Any]]
     generation: dict[str, Any]
     step: RetryStep | None
+    tools: list[dict[str, Any]] | None = None
+    localize_in: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of ``Guard.ask`` / ``Guard.stream``."""
+        return {"step": self.step, "tools": self.tools, "localize_in": self.localize_in, **self.generation}
 
 
 class ChatSpillguard(BaseChatModel):
@@ -92,6 +116,17 @@ class ChatSpillguard(BaseChatModel):
             returning a flagged answer (for ``with_retry``/``with_fallbacks``). Under
             ``with_retry`` each retry samples (the attempt's seed and the policy's temperature),
             so it does not repeat the same greedy answer.
+
+    Call arguments: ``temperature``, ``max_tokens``, ``top_p``, ``seed``, ``stop`` override the
+    fields; ``localize_in`` (or the run metadata key :data:`~langchain_spillguard.QUESTION_KEY`)
+    is the text treated as the question when localizing the answer (in RAG, the user's query
+    rather than the prompt holding the retrieved context); ``tools``/``tool_choice`` (from
+    :meth:`bind_tools`) and ``response_format`` (from :meth:`with_structured_output`). Anything
+    else is refused.
+
+    Pickling keeps the configuration only (a lazily loaded model is loaded again on first use);
+    a model built from a ``guard`` cannot be pickled. It is not LangChain-serializable
+    (``dumpd`` gives LangChain's ``not_implemented`` stub): the weights are not configuration.
     """
 
     guard: Guard | None = Field(default=None, exclude=True)
@@ -113,6 +148,12 @@ class ChatSpillguard(BaseChatModel):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, extra="forbid")
 
     _loaded: Guard | None = PrivateAttr(default=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise invalid_arguments(type(self).__name__, exc) from None
 
     @model_validator(mode="after")
     def _check_fields(self) -> ChatSpillguard:
@@ -161,15 +202,109 @@ class ChatSpillguard(BaseChatModel):
         params["ls_model_name"] = str(kwargs["model"]) if isinstance(kwargs.get("model"), str) else self.model_name
         return params
 
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **_run_options(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **_run_options(config, kwargs))
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        yield from super().stream(input, config, stop=stop, **_run_options(config, kwargs))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(input, config, stop=stop, **_run_options(config, kwargs)):
+            yield chunk
+
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` from the model's own tokenizer (offline, exact)."""
         return self.get_guard().token_ids(text)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """Tokens of the prompt the model would be fed for ``messages`` (chat template included)."""
-        if tools:
-            raise InvalidInputError("ChatSpillguard counts tokens without tools; pass `tools=None`")
-        return len(self.get_guard().prompt_ids(to_chat_dicts(messages)))
+        """Tokens of the prompt the model would be fed for ``messages`` (chat template and
+        ``tools`` included), from the model's own tokenizer."""
+        specs = format_tools(tools) if tools else None
+        return len(self.get_guard().prompt_ids(to_chat_dicts(messages), tools=specs))
+
+    def bind_tools(
+        self,
+        tools: Sequence[ToolLike],
+        *,
+        tool_choice: str | bool | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with ``tools`` rendered by its chat template; calls come back in
+        ``AIMessage.tool_calls``.
+
+        Args:
+            tools: LangChain tools, functions, pydantic models or OpenAI-style dicts.
+            tool_choice: which tools are rendered: ``None``/``"auto"``/``"any"``/``"required"``
+                all, ``"none"`` none, a tool name only that one. A local model is not
+                constrained: it may answer in text even when a call is required.
+            **kwargs: further call arguments.
+
+        The chat template must render tools (Qwen2.5, Llama-3.1, Hermes-style, ...); otherwise
+        the call raises :class:`guardrail.InvalidInputError` saying so (checked when the model
+        runs, since the model loads on first use).
+        """
+        specs = format_tools(tools)
+        choose_tools(specs, tool_choice)
+        return self.bind(tools=specs, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Mapping[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: str = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """The model, then a parser of its JSON answer into ``schema``.
+
+        Args:
+            schema: a pydantic model, a TypedDict, a JSON schema or an OpenAI function dict.
+            include_raw: return ``{"raw", "parsed", "parsing_error"}``; the raw ``AIMessage``
+                carries the spillguard verdict.
+            method: ``"json_schema"`` (the schema goes into a system instruction),
+                ``"json_mode"`` (JSON asked for, the prompt describes it) or
+                ``"function_calling"`` (the schema as a tool; needs a tool-aware template).
+            strict: accepted for LangChain compatibility; the answer is always validated by
+                parsing (decoding is not constrained).
+
+        Raises:
+            InvalidInputError: an unknown ``method`` or argument.
+        """
+        if kwargs:
+            raise InvalidInputError(f"with_structured_output does not support the arguments {sorted(kwargs)}")
+        return structured_output(self, schema, method=method, include_raw=include_raw, strict=strict)
 
     def _generate(
         self,
@@ -178,11 +313,9 @@ class ChatSpillguard(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         guard = self.get_guard()
         request = self._request(guard, messages, stop, run_manager, kwargs)
-        verdict = guard.ask(request.chat, step=request.step, **request.generation)
+        verdict = guard.ask(request.chat, **request.options())
         return self._result(verdict, request, run_manager)
 
     async def _agenerate(
@@ -192,11 +325,9 @@ class ChatSpillguard(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.streaming:
-            return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         guard = await run_in_executor(None, self.get_guard)
         request = self._request(guard, messages, stop, run_manager, kwargs)
-        verdict = await guard.aask(request.chat, step=request.step, **request.generation)
+        verdict = await guard.aask(request.chat, **request.options())
         return self._result(verdict, request, run_manager)
 
     def _stream(
@@ -209,13 +340,10 @@ class ChatSpillguard(BaseChatModel):
         guard = self.get_guard()
         request = self._request(guard, messages, stop, run_manager, kwargs)
         chunks = _Chunks(self, request, run_manager)
-        events = guard.stream(request.chat, step=request.step, **request.generation)
+        events = guard.stream(request.chat, **request.options())
         try:
             for event in events:
-                for chunk in chunks.take(event):
-                    if run_manager and chunk.text:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
+                yield from chunks.take(event)
         finally:
             events.close()
 
@@ -229,11 +357,26 @@ class ChatSpillguard(BaseChatModel):
         guard = await run_in_executor(None, self.get_guard)
         request = self._request(guard, messages, stop, run_manager, kwargs)
         chunks = _Chunks(self, request, run_manager)
-        async for event in guard.astream(request.chat, step=request.step, **request.generation):
-            for chunk in chunks.take(event):
-                if run_manager and chunk.text:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
+        events = cast(
+            "AsyncGenerator[str | TokenStep | Verdict, None]", guard.astream(request.chat, **request.options())
+        )
+        try:
+            async for event in events:
+                for chunk in chunks.take(event):
+                    yield chunk
+        finally:
+            await events.aclose()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """The configuration only: a lazily loaded model is dropped (and loaded again on use)."""
+        if self.guard is not None:
+            raise ModelError(
+                "a ChatSpillguard built from a `guard` holds its loaded model and cannot be pickled; "
+                "build it from `model_path` (or the bundled model) to pickle its configuration"
+            )
+        state = dict(super().__getstate__())
+        state["__pydantic_private__"] = {**(state.get("__pydantic_private__") or {}), "_loaded": None}
+        return state
 
     # -- the guard -------------------------------------------------------------------------
 
@@ -276,6 +419,11 @@ class ChatSpillguard(BaseChatModel):
                 f"ChatSpillguard does not support the call arguments {unknown}; "
                 f"supported: {sorted(_CALL_OPTIONS)} and `stop`"
             )
+        if options.get("model", self.model_name) != self.model_name:
+            raise InvalidInputError(
+                f"ChatSpillguard runs one local model: the call's `model`={options['model']!r} is not its "
+                f"`model_name` {self.model_name!r}; build another ChatSpillguard for another model"
+            )
         max_tokens = options.get("max_tokens", self.max_tokens)
         if max_tokens is not None and (
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -294,7 +442,17 @@ class ChatSpillguard(BaseChatModel):
             generation["stop_strings"] = list(stops)
         if self.timeout is not None:
             generation["max_time"] = float(self.timeout)
-        return _Request(to_chat_dicts(messages), generation, _step_of(guard, run_manager))
+        chat = to_chat_dicts(messages)
+        if "response_format" in options:
+            chat = _with_instruction(chat, json_instruction(options["response_format"]))
+        tools = choose_tools(options["tools"], options.get("tool_choice")) if options.get("tools") else None
+        return _Request(
+            chat,
+            generation,
+            _step_of(guard, run_manager, options.get(STEP_KEY)),
+            tools or None,
+            _question_of(run_manager, options.get("localize_in")),
+        )
 
     def _result(
         self,
@@ -302,22 +460,41 @@ class ChatSpillguard(BaseChatModel):
         request: _Request,
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
     ) -> ChatResult:
-        info = self._info(verdict, request)
-        message = AIMessage(content=verdict.text, response_metadata=info, usage_metadata=_usage(verdict))
+        text, calls, info = self._answer(verdict, request)
+        message = AIMessage(
+            content=text, tool_calls=to_lc_tool_calls(calls), response_metadata=info, usage_metadata=_usage(verdict)
+        )
         self._maybe_raise(verdict, run_manager)
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
-    def _info(self, verdict: Verdict, request: _Request) -> dict[str, Any]:
-        finish = "length" if len(verdict.best.scores) >= int(request.generation["max_new_tokens"]) else "stop"
+    def _answer(self, verdict: Verdict, request: _Request) -> tuple[str, list[ToolCall], dict[str, Any]]:
+        """The message text, its tool calls and its metadata.
+
+        With tools bound, tool-call markup in the answer becomes tool calls and the message
+        text is the rest; the verdict (resealed with that text) still scores the whole answer
+        the model wrote.
+        """
+        limit = int(request.generation["max_new_tokens"])
+        timed_out = self.timeout is not None and time.monotonic() - request.started >= self.timeout
+        finish = "length" if len(verdict.best.scores) >= limit or timed_out else "stop"
+        data = verdict.to_dict(per_token=self.logprobs)
+        text, calls = verdict.text, list[ToolCall]()
+        if request.tools:
+            text, calls = parse_tool_calls(verdict.text)
+            if calls:
+                data = Evidence.from_dict(data).updated(
+                    text=text, tool_calls=[{"name": c.name, "arguments": dict(c.arguments), "id": c.id} for c in calls]
+                )
+                finish = "tool_calls"
         info: dict[str, Any] = {
             "model_name": self.model_name,
             "model_provider": "spillguard",
             "finish_reason": finish,
-            METADATA_KEY: verdict.to_dict(per_token=self.logprobs),
+            METADATA_KEY: data,
         }
         if self.logprobs:
             info["logprobs"] = logprobs_of(verdict)
-        return info
+        return text, calls, info
 
     def _maybe_raise(
         self, verdict: Verdict, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
@@ -330,7 +507,9 @@ class _Chunks:
     """Turns the guard's stream events into LangChain chunks: one per text delta, then the verdict.
 
     With ``logprobs`` on, each token's energies (which arrive one token late) ride on the next
-    text chunk, and the last ones on the final chunk; otherwise they are dropped.
+    text chunk, and the last ones on the final chunk; otherwise they are dropped. With tools
+    bound the text is held back (it may be a tool call) and comes, with the calls, in the final
+    chunk.
     """
 
     def __init__(
@@ -349,11 +528,22 @@ class _Chunks:
             return []
         if isinstance(event, Verdict):
             self.chat._maybe_raise(event, self.run_manager)
-            info = {**self.chat._info(event, self.request), **self._pending()}
+            text, calls, info = self.chat._answer(event, self.request)
+            info = {**info, **self._pending()}
+            chunks = [
+                tool_call_chunk(name=c.name, args=json.dumps(dict(c.arguments)), id=c.id, index=i)
+                for i, c in enumerate(calls)
+            ]
             message = AIMessageChunk(
-                content="", response_metadata=info, usage_metadata=_usage(event), chunk_position="last"
+                content=text if self.request.tools else "",
+                tool_call_chunks=chunks,
+                response_metadata=info,
+                usage_metadata=_usage(event),
+                chunk_position="last",
             )
             return [ChatGenerationChunk(message=message, generation_info=info)]
+        if self.request.tools:
+            return []
         return [ChatGenerationChunk(message=AIMessageChunk(content=event, response_metadata=self._pending()))]
 
     def _pending(self) -> dict[str, Any]:
@@ -362,10 +552,17 @@ class _Chunks:
 
 
 def _step_of(
-    guard: Guard, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
+    guard: Guard,
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+    given: object = None,
 ) -> RetryStep | None:
-    """The attempt this call makes: a :class:`SpillguardRunnable`'s step from the run metadata,
-    or, under LangChain's ``with_retry`` (tag ``retry:attempt:N``), a resampled attempt N."""
+    """The attempt this call makes: a step given as the call argument ``spillguard_step``
+    (:class:`SpillguardMiddleware`) or in the run metadata (:class:`SpillguardRunnable`), or,
+    under LangChain's ``with_retry`` (tag ``retry:attempt:N``), a resampled attempt N."""
+    if given is not None:
+        if not isinstance(given, Mapping):
+            raise InvalidInputError(f"`{STEP_KEY}` must be a RetryStep dict, got {given!r}")
+        return RetryStep.from_dict(given)
     if run_manager is None:
         return None
     step = run_manager.metadata.get(STEP_KEY)
@@ -373,6 +570,51 @@ def _step_of(
         return RetryStep.from_dict(step)
     attempt = max([int(m.group(1)) for t in run_manager.tags if (m := _RETRY_TAG.match(t))], default=1)
     return guard.policy.step(attempt) if attempt > 1 else None
+
+
+def _question_of(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None, given: object = None
+) -> str | None:
+    """The text treated as the question: the call argument ``localize_in``, else the run
+    metadata's :data:`QUESTION_KEY` (set by the caller or ``SpillguardRunnable(question_key=...)``)."""
+    question = given
+    if question is None and run_manager is not None:
+        question = run_manager.metadata.get(QUESTION_KEY)
+    if question is not None and not isinstance(question, str):
+        raise InvalidInputError(f"`localize_in` / `{QUESTION_KEY}` must be a str, got {question!r}")
+    return question
+
+
+def _with_instruction(chat: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
+    """``chat`` with ``instruction`` appended to its system message (or as a new first one)."""
+    if chat and chat[0]["role"] == "system":
+        return [{**chat[0], "content": f"{chat[0]['content']}\n\n{instruction}"}, *chat[1:]]
+    return [{"role": "system", "content": instruction}, *chat]
+
+
+def invalid_arguments(owner: str, error: ValidationError) -> InvalidInputError:
+    """A constructor's pydantic validation error as the core's typed error, naming each argument."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"`{where}`: {message} (got {item['input']!r})" if where else message)
+    return InvalidInputError(f"{owner}: " + "; ".join(problems))
+
+
+def _run_options(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments plus the attempt step and question of its run config's metadata.
+
+    LangChain hands ``_stream`` no run manager, so what a :class:`SpillguardRunnable` (or the
+    caller) put in the config metadata is passed on as call arguments (visible in traces).
+    """
+    metadata = ensure_config(config).get("metadata") or {}
+    extra = {}
+    if STEP_KEY in metadata and STEP_KEY not in kwargs:
+        extra[STEP_KEY] = metadata[STEP_KEY]
+    if QUESTION_KEY in metadata and "localize_in" not in kwargs:
+        extra["localize_in"] = metadata[QUESTION_KEY]
+    return {**kwargs, **extra}
 
 
 def _step_entry(step: TokenStep) -> dict[str, Any]:

@@ -22,11 +22,18 @@ from langchain_core.outputs import ChatGeneration
 
 from guardrail import METADATA_KEY, Evidence, Verdict
 
-__all__ = ["METADATA_KEY", "STEPS_KEY", "STEP_KEY", "Evidence", "evidence_of", "logprobs_of"]
+__all__ = ["METADATA_KEY", "QUESTION_KEY", "STEPS_KEY", "STEP_KEY", "Evidence", "evidence_of", "logprobs_of"]
 
 STEP_KEY = "spillguard_step"
 """Key, in a run's config ``metadata``, of the :class:`guardrail.RetryStep` (as a dict) that the
 guarded chat models of that run generate (set by :class:`~langchain_spillguard.SpillguardRunnable`)."""
+
+QUESTION_KEY = "spillguard_question"
+"""Key, in a run's config ``metadata``, of the text the guarded chat models of that run treat as
+the question when localizing the answer (``Guard.ask(localize_in=...)``): in RAG, the user's
+query rather than the prompt that also holds the retrieved context. Set it yourself
+(``config={"metadata": {QUESTION_KEY: query}}``, inherited by every child run) or let
+``SpillguardRunnable(question_key="question")`` set it from the chain input."""
 
 STEPS_KEY = "spillguard_steps"
 """Key of the per-token energies in streamed chunks (with ``logprobs=True``; one token late)."""

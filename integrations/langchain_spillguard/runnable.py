@@ -14,7 +14,7 @@ output is judged on exactly the text it returns: its sealed evidence must be abo
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -23,7 +23,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, patch_config
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from guardrail import (
     METADATA_KEY,
@@ -32,6 +32,7 @@ from guardrail import (
     Decision,
     Evidence,
     HallucinationDetected,
+    InvalidInputError,
     Judged,
     NotGuardedError,
     Policy,
@@ -42,8 +43,8 @@ from guardrail import (
 )
 from guardrail.policy import as_policy
 from guardrail.validation import finite_or_none
-from langchain_spillguard.chat_model import ChatSpillguard
-from langchain_spillguard.evidence import STEP_KEY, STEPS_KEY, evidence_of
+from langchain_spillguard.chat_model import ChatSpillguard, invalid_arguments
+from langchain_spillguard.evidence import QUESTION_KEY, STEP_KEY, STEPS_KEY, evidence_of
 
 __all__ = ["SpillguardRunnable"]
 
@@ -59,6 +60,11 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
             ``"retry"`` (regenerates up to ``max_attempts`` attempts and keeps the first that
             passes, else the lowest score) or ``"abstain"`` (returns ``abstain_text`` with the
             evidence in metadata).
+        question_key: in RAG, the key of the chain input that holds the user's question (or, for
+            a string input, the input itself when set): the guarded chat models treat that text
+            as the question when localizing the answer, not the prompt that also holds the
+            retrieved context (it travels in the run metadata under
+            :data:`~langchain_spillguard.QUESTION_KEY`).
         raise_on_hallucination: raise :class:`guardrail.HallucinationDetected` when the final
             answer is still above the threshold (after the policy), for ``with_retry`` /
             ``with_fallbacks``. Under ``with_retry`` each retry also changes the decoding.
@@ -77,6 +83,7 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
 
     bound: Runnable[Any, Any]
     policy: Policy = Field(default_factory=Policy)
+    question_key: str | None = None
     raise_on_hallucination: bool = False
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -84,7 +91,10 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
     def __init__(self, bound: Runnable[Any, Any] | None = None, **kwargs: Any) -> None:
         if bound is not None:
             kwargs["bound"] = bound
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise invalid_arguments(type(self).__name__, exc) from None
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -100,6 +110,20 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
     def is_lc_serializable(cls) -> bool:
         return False
 
+    def _question(self, input: Any) -> str | None:
+        """The user's question in the chain input, under ``question_key``."""
+        if self.question_key is None:
+            return None
+        question = input if isinstance(input, str) else None
+        if isinstance(input, Mapping):
+            question = input.get(self.question_key)
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError(
+                f"`question_key`={self.question_key!r}: the chain input must be a str or a mapping with a "
+                f"non-empty str under that key, got {input!r}"
+            )
+        return question
+
     # -- invoke ----------------------------------------------------------------------------
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
@@ -109,16 +133,20 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
         return await self._acall_with_config(self._arun, input, config, run_type="chain", **kwargs)
 
     def _run(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> BaseMessage:
+        question = self._question(input)
+
         def attempt(step: RetryStep) -> Judged[BaseMessage]:
-            return _judged(self.bound.invoke(input, _child_config(config, run_manager, step)), step)
+            return judged(self.bound.invoke(input, _child_config(config, run_manager, step, question)), step)
 
         return self._finish(run_attempts(self.policy, attempt, first=_first_attempt(run_manager.tags)))
 
     async def _arun(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> BaseMessage:
+        question = self._question(input)
+
         async def attempt(step: RetryStep) -> Judged[BaseMessage]:
-            return _judged(await self.bound.ainvoke(input, _child_config(config, run_manager, step)), step)
+            return judged(await self.bound.ainvoke(input, _child_config(config, run_manager, step, question)), step)
 
         return self._finish(await arun_attempts(self.policy, attempt, first=_first_attempt(run_manager.tags)))
 
@@ -144,28 +172,30 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
         self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Iterator[BaseMessage]:
         input = list(inputs)[-1]
+        question = self._question(input)
         loop: AttemptLoop[BaseMessage] = AttemptLoop(self.policy, first=_first_attempt(run_manager.tags))
         streamed = _StreamedAttempt(self.policy)
         while (step := loop.next_step()) is not None:
             streamed = _StreamedAttempt(self.policy)
-            for chunk in self.bound.stream(input, _child_config(config, run_manager, step)):
+            for chunk in self.bound.stream(input, _child_config(config, run_manager, step, question)):
                 if streamed.take(chunk):
                     yield chunk
-            loop.record(_judged(streamed.message(), step))
+            loop.record(judged(streamed.message(), step))
         yield from self._finish_stream(loop.decide(), streamed)
 
     async def _atransform(
         self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> AsyncIterator[BaseMessage]:
         input = [x async for x in inputs][-1]
+        question = self._question(input)
         loop: AttemptLoop[BaseMessage] = AttemptLoop(self.policy, first=_first_attempt(run_manager.tags))
         streamed = _StreamedAttempt(self.policy)
         while (step := loop.next_step()) is not None:
             streamed = _StreamedAttempt(self.policy)
-            async for chunk in self.bound.astream(input, _child_config(config, run_manager, step)):
+            async for chunk in self.bound.astream(input, _child_config(config, run_manager, step, question)):
                 if streamed.take(chunk):
                     yield chunk
-            loop.record(_judged(streamed.message(), step))
+            loop.record(judged(streamed.message(), step))
         for chunk in self._finish_stream(loop.decide(), streamed):
             yield chunk
 
@@ -173,16 +203,9 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
 
     def _finish(self, decision: Decision[BaseMessage]) -> AIMessage:
         """The chosen message with the final decision in its (resealed) metadata."""
-        best = decision.best
-        data = _decided(decision, self.policy)
-        final = AIMessage(
-            content=decision.text,
-            response_metadata={**best.result.response_metadata, METADATA_KEY: data},
-            usage_metadata=getattr(best.result, "usage_metadata", None),
-            id=best.result.id,
-        )
+        final = decided_message(decision.best.result, decision, self.policy)
         if self.raise_on_hallucination and decision.action is not Action.ALLOW:
-            raise HallucinationDetected(Evidence.from_dict(data))
+            raise HallucinationDetected(Evidence.from_dict(final.response_metadata[METADATA_KEY]))
         return final
 
     def _finish_stream(self, decision: Decision[BaseMessage], last: _StreamedAttempt) -> Iterator[BaseMessage]:
@@ -198,11 +221,12 @@ class SpillguardRunnable(RunnableSerializable[Any, BaseMessage]):
             yield AIMessageChunk(content=final.text, response_metadata=metadata, chunk_position="last")
 
 
-def _decided(decision: Decision[BaseMessage], policy: Policy) -> dict[str, Any]:
-    """The chosen attempt's evidence with the final action, text and every attempt, resealed."""
-    evidence = evidence_of(decision.best.result)
+def decided_message(best: BaseMessage, decision: Decision[Any], policy: Policy) -> AIMessage:
+    """``best`` (the kept attempt's message) with the final action, text and every attempt in
+    its resealed evidence, and the decided text as its content."""
+    evidence = evidence_of(best)
     assert evidence is not None  # every recorded attempt was judged
-    return evidence.updated(
+    data = evidence.updated(
         action=decision.action.value,
         text=decision.text,
         hallucinated=decision.action is not Action.ALLOW,
@@ -215,9 +239,16 @@ def _decided(decision: Decision[BaseMessage], policy: Policy) -> dict[str, Any]:
             ],
         },
     )
+    return AIMessage(
+        content=decision.text,
+        response_metadata={**best.response_metadata, METADATA_KEY: data},
+        usage_metadata=getattr(best, "usage_metadata", None),
+        id=best.id,
+        name=best.name,
+    )
 
 
-def _judged(output: object, step: RetryStep) -> Judged[BaseMessage]:
+def judged(output: object, step: RetryStep) -> Judged[BaseMessage]:
     """An output with its evidence, which must be sealed and about exactly its text."""
     if not isinstance(output, BaseMessage):
         raise UnscoredResponseError(
@@ -239,9 +270,13 @@ def _child_config(
     config: RunnableConfig,
     run_manager: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun,
     step: RetryStep,
+    question: str | None,
 ) -> RunnableConfig:
     child = patch_config(config, callbacks=run_manager.get_child(f"spillguard:attempt:{step.attempt}"))
-    child["metadata"] = {**ensure_config(config).get("metadata", {}), STEP_KEY: step.to_dict()}
+    metadata = {**ensure_config(config).get("metadata", {}), STEP_KEY: step.to_dict()}
+    if question is not None:
+        metadata[QUESTION_KEY] = question
+    child["metadata"] = metadata
     return child
 
 

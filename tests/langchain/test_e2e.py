@@ -14,13 +14,14 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from guardrail import Policy
 from langchain_spillguard import (
+    QUESTION_KEY,
     AsyncSpillguardCallbackHandler,
     ChatSpillguard,
     HallucinationDetected,
@@ -167,3 +168,28 @@ def test_with_retry_and_with_fallbacks_compose(chat: ChatSpillguard, alone: dict
     with pytest.raises(HallucinationDetected) as caught:
         raising_chat.invoke(WRONG)
     assert caught.value.verdict is not None and caught.value.verdict.answer == alone[WRONG].answer
+
+
+LIGHTHOUSE = "In which year was the Harrowgate Lighthouse built?"
+RAG_MESSAGE = (
+    "Answer the question using the context.\n\nContext:\nThe Harrowgate Lighthouse was built in 1911. It stands "
+    f"on the northern cliffs of Wexley Bay and was automated in 1985.\n\nQuestion: {LIGHTHOUSE}"
+)
+
+
+def test_rag_question_marking_puts_the_span_on_the_answer(chat: ChatSpillguard) -> None:
+    """Context and question in one human message: unmarked, every answer word is 'from the
+    question' and the whole answer is scored; marked, the span is the year."""
+    prompt = ChatPromptTemplate.from_messages([("human", "{message}")])
+    chain = prompt | ChatSpillguard(guard=chat.guard, max_tokens=24)
+    unmarked = chain.invoke({"message": RAG_MESSAGE}).response_metadata["spillguard"]
+    assert "1911" in unmarked["answer"] and unmarked["span"]["text"] == unmarked["answer"]
+    marked = SpillguardRunnable(chain, question_key="question").invoke({"message": RAG_MESSAGE, "question": LIGHTHOUSE})
+    assert marked.response_metadata["spillguard"]["span"]["text"] == "1911"
+    by_metadata = chain.invoke({"message": RAG_MESSAGE}, config={"metadata": {QUESTION_KEY: LIGHTHOUSE}})
+    assert by_metadata.response_metadata["spillguard"]["span"]["text"] == "1911"
+    streamed = _merge(list(chain.stream({"message": RAG_MESSAGE}, config={"metadata": {QUESTION_KEY: LIGHTHOUSE}})))
+    assert streamed.response_metadata["spillguard"]["span"]["text"] == "1911"
+    called = chat.invoke([HumanMessage(RAG_MESSAGE)], localize_in=LIGHTHOUSE)
+    assert called.response_metadata["spillguard"]["span"]["text"] == "1911"
+    assert marked.response_metadata["spillguard"]["score"] != pytest.approx(unmarked["score"])

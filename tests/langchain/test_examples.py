@@ -43,6 +43,16 @@ def test_abstain_example_abstains_on_the_wrong_answer(real_guard: Any) -> None:
     assert "Paris" in shown[0] and shown[1] == "I don't know."
 
 
-def test_rag_example_answers_from_documents_and_abstains_off_corpus(real_guard: Any) -> None:
-    answers = _main("langchain_rag.py")()
-    assert "Canberra" in answers[0] and "Nairobi" in answers[1] and answers[2] == "I don't know."
+def test_rag_example_scores_the_answer_span_not_the_context(
+    real_guard: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found = _main("langchain_rag.py")()
+    assert [span for _, span in found] == ["Canberra", "Nairobi", "1911"]
+    assert "built in [1911]." in capsys.readouterr().out
+
+
+def test_agent_example_abstains_on_the_wrong_answer(real_guard: Any) -> None:
+    pytest.importorskip("langchain.agents")
+    france, mali = _main("langchain_agent.py")()
+    assert "Paris" in france["messages"][-1].content and france["spillguard"]["action"] == "allow"
+    assert mali["messages"][-1].content == "I don't know." and "KADAMA" in mali["spillguard"]["answer"]

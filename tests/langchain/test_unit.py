@@ -65,6 +65,20 @@ def test_missing_langchain_core_gives_actionable_import_error() -> None:
     assert 'pip install "spillguard[langchain]"' in done.stderr
 
 
+def test_public_names() -> None:
+    import langchain_spillguard
+
+    assert sorted(langchain_spillguard.__all__) == sorted(
+        [
+            "METADATA_KEY", "QUESTION_KEY", "STEP_KEY", "AsyncSpillguardCallbackHandler", "ChatSpillguard", "Evidence",
+            "HallucinationDetected", "NotGuardedError", "RunRecord", "SpillguardCallbackHandler",
+            "SpillguardMiddleware", "SpillguardRunnable", "UnscoredResponseError", "evidence_of",
+        ]
+    )  # fmt: skip
+    for name in langchain_spillguard.__all__:
+        assert getattr(langchain_spillguard, name) is not None
+
+
 # -- chat model -----------------------------------------------------------------------------
 
 
@@ -112,7 +126,7 @@ def test_feedback_from_run_metadata_extends_the_prompt(tiny_chat: ChatSpillguard
 @pytest.mark.parametrize(
     ("messages", "needle"),
     [
-        ([ToolMessage("4", tool_call_id="1")], "ToolMessage"),
+        ([ToolMessage("4", tool_call_id="1")], "tool result, but this tokenizer's chat template renders no tools"),
         ([HumanMessage([{"type": "image_url", "image_url": {"url": "x"}}])], "non-text"),
         ([], "non-empty"),
     ],
@@ -123,8 +137,8 @@ def test_unsupported_messages_are_named(tiny_chat: ChatSpillguard, messages: lis
 
 
 def test_unknown_call_argument_is_named(tiny_chat: ChatSpillguard) -> None:
-    with pytest.raises(InvalidInputError, match="tools"):
-        tiny_chat.invoke(QUESTION, tools=[])
+    with pytest.raises(InvalidInputError, match="max_tokenz"):
+        tiny_chat.invoke(QUESTION, max_tokenz=5)
 
 
 def test_guard_excludes_model_path(tiny_model: Any, tiny_tokenizer: Any) -> None:
