@@ -183,8 +183,10 @@ def write_report(directory: Path, summary: dict[str, Any], scored: Scored, calib
     _risk_png(directory / "risk.png", scored, calibration, summary)
     _histogram_png(directory / "histogram.png", scored, calibration)
     _tokens_png(directory / "tokens.png", scored, calibration)
-    page = _environment().get_template("report.html.j2").render(
-        summary=summary, calibration=summary["calibration"], risk=summary["risk_coverage"]
+    page = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(summary=summary, calibration=summary["calibration"], risk=summary["risk_coverage"])
     )
     index = directory / "index.html"
     index.write_text(page, encoding="utf-8")
