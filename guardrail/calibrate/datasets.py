@@ -50,6 +50,7 @@ __all__ = [
     "countries",
     "expand",
     "fetch_qa_wikidata",
+    "given_capitals",
     "jsonl",
     "load",
     "qa_wikidata",
@@ -72,7 +73,9 @@ class Item:
         numeric: grade as an exact integer (the answer's first number that the question does not
             hold) instead of aliases.
         given: an answer to score teacher-forced instead of generating one; its prompt is
-            ``question`` fed as raw text (no chat template).
+            ``question`` fed as raw text (no chat template) unless ``chat``.
+        chat: a ``given`` answer follows the chat-templated question, as ``guard.check`` does by
+            default.
         context: retrieved passages the prompt holds (RAG); the localizer and the grader still
             see only ``question``, so words copied from the context count as the answer.
         template: the prompt shape that puts ``context`` and ``question`` together: a name of
@@ -86,6 +89,7 @@ class Item:
     answers: tuple[str, ...]
     numeric: bool = False
     given: str | None = None
+    chat: bool = False
     context: str | None = None
     template: str | None = None
     unanswerable: bool = False
@@ -177,6 +181,23 @@ def capitals() -> Dataset:
         if name and names:
             items.setdefault(name, Item(f"What is the capital of {name}?", names))
     return _dataset("capitals", sorted(items.values(), key=lambda i: i.question))
+
+
+def given_capitals(seed: int = 0) -> Dataset:
+    """Short given answers, as ``guard.check(question, "Canberra.")`` scores them: per country its
+    capital and another country's, each as ``"Name."`` after the chat-templated question."""
+    base = capitals().items
+    rng = np.random.default_rng(seed)
+    items = []
+    for i, item in enumerate(base):
+        other = base[(i + int(rng.integers(1, len(base)))) % len(base)].answers[0]
+        if any(contains(other, a) or contains(a, other) for a in item.answers):
+            continue
+        items += [
+            Item(item.question, item.answers, given=f"{item.answers[0]}.", chat=True),
+            Item(item.question, item.answers, given=f"{other}.", chat=True),
+        ]
+    return Dataset("given:capitals", tuple(items))
 
 
 def _country_facts() -> list[dict[str, Any]]:
@@ -669,6 +690,7 @@ def _row(path: Path, number: int, line: str, template: str | None) -> Item:
 
 DATASETS: tuple[str, ...] = (
     "capitals",
+    "given:capitals",
     *(f"countries:{f}" for f in COUNTRY_FIELDS),
     *BIGBENCH_TASKS,
     "arithmetic",
@@ -748,6 +770,8 @@ def select(
 def _load_one(spec: str, template: str | None = None) -> Dataset:
     if spec == "capitals":
         return capitals()
+    if spec == "given:capitals":
+        return given_capitals()
     if spec.replace("_", "-") in BIGBENCH_TASKS:
         return BIGBENCH_TASKS[spec.replace("_", "-")](None)
     if spec.startswith("countries:"):

@@ -154,9 +154,11 @@ def generate(
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False}
     root = cache_root() if cache is True else (Path(cache) if cache else None)
     path = _cache_file(guard, dataset, settings, root) if root else None
-    rows = {}
-    for cached in sorted(path.parent.glob("*.jsonl")) if path else []:  # any dataset of this model and settings
-        rows.update(_read_cache(cached))
+    wanted = {i.key for i in dataset.items if i.given is None}
+    rows = _read_cache(path) if path else {}
+    others = sorted(p for p in path.parent.glob("*.jsonl") if p != path) if path else []
+    for cached in others if not wanted <= rows.keys() else []:  # any dataset of this model and settings
+        rows = {**_read_cache(cached), **rows}
     missing = list(dict.fromkeys(i.key for i in dataset.items if i.given is None and i.key not in rows))
     started = time.perf_counter()
     if missing:
@@ -174,11 +176,12 @@ def _record(item: Item, row: dict[str, Any]) -> Record:
 
 
 def _forced(guard: Any, item: Item) -> Record:
-    """The item's given answer scored teacher-forced after its raw-text prompt (not cached)."""
+    """The item's given answer scored teacher-forced after its prompt (raw text unless
+    ``item.chat``; not cached)."""
     assert item.given is not None
     # An explicit whole-answer span keeps the guard's own localizer (maybe an LLM call) out of
     # it: :func:`locate` localizes every record afterwards.
-    verdict = guard.check(item.question, item.given, raw=True, span=(0, len(item.given)))
+    verdict = guard.check(item.question, item.given, raw=not item.chat, span=(0, len(item.given)))
     return Record(item, item.given, verdict.best.scores)
 
 

@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from guardrail.calibrate.features import RESEARCH_POOLINGS, Column, runtime_columns
 from guardrail.calibrate.metrics import bootstrap_auroc, choose_threshold, threshold_metrics
-from guardrail.calibrate.scoring import Scored
+from guardrail.calibrate.scoring import BASELINES, Scored
 from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import CalibrationError, InvalidInputError
@@ -43,6 +43,7 @@ __all__ = [
     "Candidate",
     "Fitted",
     "HeldOut",
+    "Outer",
     "Result",
     "Selection",
     "TaskWarning",
@@ -252,6 +253,7 @@ def leave_one_task_out(
     *,
     limit: float | None,
     test: Sequence[tuple[str, Scored]] | None = None,
+    cache: dict[tuple[int, Column], np.ndarray] | None = None,
 ) -> list[Result]:
     """Every candidate's held-out measurements, best mean AUROC first (ties: best worst task).
 
@@ -262,12 +264,13 @@ def leave_one_task_out(
             training tasks of each fold.
         test: if given, the task ``t`` of each fold is measured on ``test[t]`` (its held-out
             part) instead of on ``tasks[t]``, which is then left out of training as well.
+        cache: column values by ``(id(scored), column)``, shared between calls.
     """
     if not tasks or len(tasks) < 2:
         raise InvalidInputError(f"`tasks` must hold at least 2 tasks, got {len(tasks)}")
     if test is not None and [n for n, _ in test] != [n for n, _ in tasks]:
         raise InvalidInputError("`test` must name the same tasks as `tasks`, in order")
-    cache: dict[tuple[int, Column], np.ndarray] = {}
+    cache = {} if cache is None else cache
     results = []
     for candidate in pool:
         matrices = [_matrix(s, candidate.columns, cache) for _, s in tasks]
@@ -304,6 +307,30 @@ def _held_out(
 
 
 @dataclass(frozen=True)
+class Outer:
+    """One task of the nested leave-one-task-out: the whole procedure (selection on the other
+    tasks' leave-one-task-out, fit on them, threshold on them) measured on this task.
+
+    Attributes:
+        task: the held-out task; ``n`` answers, ``accuracy`` of the model on them.
+        chosen: the candidate the other tasks chose.
+        auroc: its AUROC on this task; ``false_flag_rate`` and ``recall`` at its threshold.
+        ablation: the AUROC of the same candidate without energy features (``None``: it uses none).
+        baseline: the best baseline ``evaluate`` prints on this task (a-priori direction) and its AUROC.
+    """
+
+    task: str
+    n: int
+    accuracy: float
+    chosen: str
+    auroc: float
+    false_flag_rate: float
+    recall: float
+    ablation: float | None
+    baseline: tuple[str, float]
+
+
+@dataclass(frozen=True)
 class Selection:
     """The outcome of :func:`select`.
 
@@ -315,6 +342,9 @@ class Selection:
         tasks: the names of the usable dev tasks.
         tested: with test parts, the chosen candidate and its ablation measured on each task's
             test part (fitted on the other tasks' dev parts).
+        baselines: with test parts, per task the best baseline ``evaluate`` prints on its test
+            part (a-priori direction): ``(task, baseline name, AUROC)``.
+        nested: with ``nested=True``, the whole procedure measured on each task it never saw.
     """
 
     calibration: Calibration
@@ -323,6 +353,8 @@ class Selection:
     ablation: Result | None
     tasks: tuple[str, ...]
     tested: tuple[Result, ...] = ()
+    baselines: tuple[tuple[str, str, float], ...] = ()
+    nested: tuple[Outer, ...] = ()
 
 
 def select(
@@ -335,6 +367,7 @@ def select(
     test: Sequence[tuple[str, Scored]] | None = None,
     research: bool = True,
     allowed: Sequence[str] | None = None,
+    nested: bool = False,
 ) -> Selection:
     """Leave-one-task-out selection over :func:`candidates`, then the shipped calibration.
 
@@ -347,6 +380,9 @@ def select(
         test: each task's test part, in the same order, to measure the chosen candidate on.
         research: also measure the candidates a calibration file cannot hold.
         allowed: only candidates whose metrics are all in this list (default: all).
+        nested: also run the whole procedure once per task with that task left out entirely
+            (selection and fit on the others), and measure it on the left-out task: an
+            estimate for unseen tasks that no choice was tuned on.
     """
     usable = usable_tasks(tasks)
     names = [n for n, _ in usable]
@@ -358,18 +394,76 @@ def select(
     ]
     if not any(c.shippable for c in pool):
         raise InvalidInputError(f"`metrics` {list(allowed or [])} leave no candidate to ship")
-    ranked = leave_one_task_out(usable, pool, limit=limit)
+    cache: dict[tuple[int, Column], np.ndarray] = {}
+    ranked = leave_one_task_out(usable, pool, limit=limit, cache=cache)
     chosen = next(r for r in ranked if r.candidate.shippable)
     reduced = chosen.candidate.without_energy() if chosen.candidate.energy else None
     ablation = leave_one_task_out(usable, [reduced], limit=limit)[0] if reduced else None
     tested: tuple[Result, ...] = ()
+    baselines: tuple[tuple[str, str, float], ...] = ()
     if test is not None:
         kept = [t for t in test if t[0] in names]
+        baselines = tuple((name, *_best_baseline(scored)) for name, scored in kept)
         measured = [chosen.candidate] + ([reduced] if reduced else [])
         tested = tuple(leave_one_task_out(usable, measured, limit=limit, test=kept))
         tested = tuple(sorted(tested, key=lambda r: r.candidate != chosen.candidate))
     calibration = _ship(usable, chosen, ranked, goal, limit, model, data)
-    return Selection(calibration, tuple(ranked), chosen, ablation, tuple(names), tested)
+    outer: tuple[Outer, ...] = ()
+    if nested and len(usable) > 2:
+        shippable = [c for c in pool if c.shippable]
+        outer = tuple(_outer(usable, t, shippable, limit, cache) for t in range(len(usable)))
+    return Selection(calibration, tuple(ranked), chosen, ablation, tuple(names), tested, baselines, outer)
+
+
+def _fit_tasks(
+    candidate: Candidate, tasks: Sequence[tuple[str, Scored]], cache: dict[tuple[int, Column], np.ndarray]
+) -> tuple[Fitted, np.ndarray, np.ndarray]:
+    """``candidate`` fitted on ``tasks`` pooled (each task weighted equally), with its scores and labels there."""
+    x = np.concatenate([_matrix(s, candidate.columns, cache) for _, s in tasks])
+    y = np.concatenate([s.labels for _, s in tasks])
+    groups = np.concatenate([[i] * len(s.labels) for i, (_, s) in enumerate(tasks)])
+    fitted = fit(candidate, x, y, _weights(groups))
+    return fitted, fitted.score(x), y
+
+
+def _outer(
+    usable: Sequence[tuple[str, Scored]],
+    t: int,
+    pool: Sequence[Candidate],
+    limit: float | None,
+    cache: dict[tuple[int, Column], np.ndarray],
+) -> Outer:
+    name, target = usable[t]
+    inner = [task for k, task in enumerate(usable) if k != t]
+    best = leave_one_task_out(inner, pool, limit=limit, cache=cache)[0].candidate
+    held = _apply(best, inner, target, limit, cache)
+    reduced = best.without_energy() if best.energy else None
+    ablation = _apply(reduced, inner, target, limit, cache).auroc if reduced else None
+    return Outer(
+        name, held.n, held.accuracy, best.name, held.auroc, held.false_flag_rate, held.recall, ablation,
+        _best_baseline(target),
+    )  # fmt: skip
+
+
+def _apply(
+    candidate: Candidate,
+    inner: Sequence[tuple[str, Scored]],
+    target: Scored,
+    limit: float | None,
+    cache: dict[tuple[int, Column], np.ndarray],
+) -> HeldOut:
+    fitted, scores, y = _fit_tasks(candidate, inner, cache)
+    x_t = _matrix(target, candidate.columns, cache)
+    return _held_out("", fitted, scores, y, fitted.score(x_t), target.labels, limit)
+
+
+def _best_baseline(scored: Scored) -> tuple[str, float]:
+    """The best of the baselines ``evaluate`` prints, in their a-priori direction."""
+    y = scored.labels
+    if not 0 < y.sum() < len(y):
+        return "n/a", math.nan
+    found = [(name, float(roc_auc_score(y, scored.values(s)))) for name, s in BASELINES if s.localizer in scored.spans]
+    return max(found, key=lambda f: f[1])
 
 
 def _ship(
@@ -382,11 +476,7 @@ def _ship(
     data: str,
 ) -> Calibration:
     candidate = chosen.candidate
-    x = np.concatenate([np.column_stack([c.values(s) for c in candidate.columns]) for _, s in usable])
-    y = np.concatenate([s.labels for _, s in usable])
-    groups = np.concatenate([[i] * len(s.labels) for i, (_, s) in enumerate(usable)])
-    fitted = fit(candidate, x, y, _weights(groups))
-    scores = fitted.score(x)
+    fitted, scores, y = _fit_tasks(candidate, usable, {})
     at = choose_threshold(scores, y, limit)
     pooled = bootstrap_auroc(scores, y)
     held = chosen.held_out

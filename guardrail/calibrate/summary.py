@@ -69,6 +69,8 @@ def summarize(
         "baselines": baselines,
         "scorers": rows,
     }
+    if any(r.item.context is not None for r in scored.records):
+        summary["rag"] = _rag(scored, scores > calibration.threshold)
     spans = scored.spans[calibration.localizer]
     items = [
         {
@@ -82,6 +84,28 @@ def summarize(
         for r, y, s, span in zip(scored.records, labels, scores, spans, strict=True)
     ]
     return summary, items
+
+
+def _rag(scored: Scored, flagged: Any) -> dict[str, Any]:
+    """RAG answers at the threshold: grounded correct ones flagged, unanswerable ones flagged."""
+
+    def share(mask: list[bool]) -> float | None:
+        chosen = [f for f, m in zip(flagged, mask, strict=True) if m]
+        return round(sum(bool(f) for f in chosen) / len(chosen), 4) if chosen else None
+
+    records = scored.records
+    grounded = [r.item.context is not None and not r.item.unanswerable and r.correct for r in records]
+    ungrounded = [r.item.context is not None and not r.item.unanswerable and not r.correct for r in records]
+    unanswerable = [r.item.unanswerable for r in records]
+    return {
+        "grounded_correct": sum(grounded),
+        "grounded_correct_flagged": share(grounded),
+        "answerable_wrong": sum(ungrounded),
+        "answerable_wrong_flagged": share(ungrounded),
+        "unanswerable": sum(unanswerable),
+        "unanswerable_refused": sum(r.item.unanswerable and r.correct for r in records),
+        "unanswerable_flagged": share(unanswerable),
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -151,6 +175,19 @@ def render(summary: dict[str, Any]) -> str:
         f"(all answers: {rc['accuracy']:.0%}); AURC {rc['aurc']:.3f} (random {rc['aurc_random']:.3f}, "
         f"perfect {rc['aurc_optimal']:.3f})",
     ]
+    if summary.get("rag"):
+        rag = summary["rag"]
+
+        def pct(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.0%}"
+
+        lines.append(
+            f"RAG: {pct(rag['grounded_correct_flagged'])} of {rag['grounded_correct']} grounded correct answers "
+            "flagged; "
+            f"{pct(rag['unanswerable_flagged'])} of {rag['unanswerable']} unanswerable questions flagged "
+            f"({rag['unanswerable_refused']} refused); {pct(rag['answerable_wrong_flagged'])} of "
+            f"{rag['answerable_wrong']} wrong answers to answerable questions flagged"
+        )
     if summary.get("retry"):
         rt = summary["retry"]
         allowed = "n/a" if rt["accuracy_of_allowed"] is None else f"{rt['accuracy_of_allowed']:.0%}"
@@ -170,12 +207,15 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _held_rows(result: Any) -> list[str]:
-    rows = [f"    {'task':<34} {'n':>5} {'acc':>5} {'AUROC':>6} {'FFR':>5} {'recall':>6}"]
-    rows += [
-        f"    {h.task:<34} {h.n:>5} {h.accuracy:>5.2f} {h.auroc:>6.3f} {h.false_flag_rate:>5.2f} {h.recall:>6.2f}"
-        for h in result.held_out
-    ]
+def _held_rows(result: Any, baselines: dict[str, tuple[str, float]] | None = None) -> list[str]:
+    best = baselines or {}
+    extra = "  best baseline (AUROC)" if best else ""
+    rows = [f"    {'task':<34} {'n':>5} {'acc':>5} {'AUROC':>6} {'FFR':>5} {'recall':>6}{extra}"]
+    for h in result.held_out:
+        row = f"    {h.task:<34} {h.n:>5} {h.accuracy:>5.2f} {h.auroc:>6.3f} {h.false_flag_rate:>5.2f} {h.recall:>6.2f}"
+        if h.task in best:
+            row += f"  {best[h.task][1]:.3f} {best[h.task][0]}"
+        rows.append(row)
     return rows
 
 
@@ -188,15 +228,42 @@ def render_selection(selection: Any, top: int = 15) -> str:
         f"  top candidates of {len(selection.ranked)} (mean / worst held-out AUROC):",
     ]
     for result in selection.ranked[:top]:
-        tag = "" if result.candidate.shippable else "   [research: a calibration file cannot hold it]"
+        tag = "" if result.candidate.shippable else "   [research]"
         lines.append(f"    {result.mean:.3f} / {result.worst:.3f}  {result.candidate.name}{tag}")
     lines += [f"  chosen (best shippable): {chosen.candidate.name} ({chosen.summary()})", *_held_rows(chosen)]
     if selection.ablation is not None:
         lines.append(f"  ablation, {selection.ablation.candidate.name}: {selection.ablation.summary()}")
     else:
         lines.append("  ablation: the chosen detector uses no energy feature")
+    best = {task: (name, value) for task, name, value in selection.baselines}
     for result in selection.tested:
-        lines += [f"  on each task's test part, {result.candidate.name} ({result.summary()}):", *_held_rows(result)]
+        lines += [
+            f"  on each task's test part, {result.candidate.name} ({result.summary()}):",
+            *_held_rows(result, best),
+        ]
+    if selection.nested:
+        rows = selection.nested
+        lines += [
+            "  nested leave-one-task-out (each task left out of the whole procedure: selection, fit, threshold):",
+            f"    {'task':<34} {'n':>5} {'acc':>5} {'AUROC':>6} {'FFR':>5} {'recall':>6} {'no-energy':>9}  "
+            "best baseline (AUROC)  chosen by the other tasks",
+        ]
+        for o in rows:
+            ablation = "-" if o.ablation is None else f"{o.ablation:.3f}"
+            lines.append(
+                f"    {o.task:<34} {o.n:>5} {o.accuracy:>5.2f} {o.auroc:>6.3f} {o.false_flag_rate:>5.2f} "
+                f"{o.recall:>6.2f} {ablation:>9}  {o.baseline[1]:.3f} {o.baseline[0]}  {o.chosen}"
+            )
+        mean = sum(o.auroc for o in rows) / len(rows)
+        lines.append(
+            f"    mean AUROC {mean:.3f}; mean best baseline {sum(o.baseline[1] for o in rows) / len(rows):.3f}; "
+            f"mean false-flag rate {sum(o.false_flag_rate for o in rows) / len(rows):.3f}, "
+            f"mean recall {sum(o.recall for o in rows) / len(rows):.3f}"
+        )
+    research = [r for r in selection.ranked if not r.candidate.shippable]
+    if research:
+        lines.append(f"  research candidates ({len(research)}; mean / worst held-out AUROC):")
+        lines += [f"    {r.mean:.3f} / {r.worst:.3f}  {r.candidate.name}" for r in research]
     report = calibration.report
     lines.append(f"chosen: {calibration.describe()}")
     if report is not None:

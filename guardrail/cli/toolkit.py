@@ -175,6 +175,11 @@ def configure_calibrate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-research", action="store_true", help="with loto: skip the candidates a calibration file cannot hold"
     )
+    parser.add_argument(
+        "--nested",
+        action="store_true",
+        help="with loto: also measure the whole procedure on each task left out of it entirely (slower)",
+    )
 
 
 def calibrate(args: argparse.Namespace) -> int:
@@ -209,6 +214,7 @@ def calibrate(args: argparse.Namespace) -> int:
             test=test,
             research=not args.no_research,
             allowed=metrics,
+            nested=args.nested,
         )
     _print_warnings(caught)
     chosen.calibration.save(args.out)

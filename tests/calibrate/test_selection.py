@@ -140,3 +140,13 @@ def _flat(scored: Scored) -> Scored:
     same = TokenScores(np.arange(4), np.full(4, 9.0), np.full(4, 10.0), np.full(4, 10.0), np.ones(4))
     records = [Record(r.item, r.text, same) for r in scored.records]
     return Scored(records, scored.spans, scored.offsets)
+
+
+def test_nested_leaves_each_task_out_of_the_whole_procedure() -> None:
+    chosen = select(TASKS, goal="f1", limit=None, research=False, allowed=["logprob", "marginal_energy"], nested=True)
+    rows = chosen.nested
+    assert [o.task for o in rows] == ["t0", "t1", "t2"]
+    for outer in rows:
+        assert outer.n == 60 and outer.auroc > 0.9 and outer.chosen
+        assert outer.baseline[0] and 0 <= outer.baseline[1] <= 1
+        assert outer.ablation is None or 0 <= outer.ablation <= 1
