@@ -183,9 +183,10 @@ def capitals() -> Dataset:
     return _dataset("capitals", sorted(items.values(), key=lambda i: i.question))
 
 
-def given_capitals(seed: int = 0) -> Dataset:
+def given_capitals(seed: int = 0, *, sentence: bool = False) -> Dataset:
     """Short given answers, as ``guard.check(question, "Canberra.")`` scores them: per country its
-    capital and another country's, each as ``"Name."`` after the chat-templated question."""
+    capital and another country's, each as ``"Name."`` after the chat-templated question (or,
+    with ``sentence``, as the model itself phrases it: ``"The capital of X is Name."``)."""
     base = capitals().items
     rng = np.random.default_rng(seed)
     items = []
@@ -193,11 +194,16 @@ def given_capitals(seed: int = 0) -> Dataset:
         other = base[(i + int(rng.integers(1, len(base)))) % len(base)].answers[0]
         if any(contains(other, a) or contains(a, other) for a in item.answers):
             continue
+        lead = (
+            f"The capital of {item.question.removeprefix('What is the capital of ').rstrip('?')} is "
+            if sentence
+            else ""
+        )
         items += [
-            Item(item.question, item.answers, given=f"{item.answers[0]}.", chat=True),
-            Item(item.question, item.answers, given=f"{other}.", chat=True),
+            Item(item.question, item.answers, given=f"{lead}{item.answers[0]}.", chat=True),
+            Item(item.question, item.answers, given=f"{lead}{other}.", chat=True),
         ]
-    return Dataset("given:capitals", tuple(items))
+    return Dataset("given:capitals-sentence" if sentence else "given:capitals", tuple(items))
 
 
 def _country_facts() -> list[dict[str, Any]]:
@@ -691,6 +697,7 @@ def _row(path: Path, number: int, line: str, template: str | None) -> Item:
 DATASETS: tuple[str, ...] = (
     "capitals",
     "given:capitals",
+    "given:capitals-sentence",
     *(f"countries:{f}" for f in COUNTRY_FIELDS),
     *BIGBENCH_TASKS,
     "arithmetic",
@@ -770,8 +777,8 @@ def select(
 def _load_one(spec: str, template: str | None = None) -> Dataset:
     if spec == "capitals":
         return capitals()
-    if spec == "given:capitals":
-        return given_capitals()
+    if spec in ("given:capitals", "given:capitals-sentence"):
+        return given_capitals(sentence=spec.endswith("sentence"))
     if spec.replace("_", "-") in BIGBENCH_TASKS:
         return BIGBENCH_TASKS[spec.replace("_", "-")](None)
     if spec.startswith("countries:"):
