@@ -168,7 +168,7 @@ def test_data_commands(capsys: pytest.CaptureFixture[str]) -> None:
     listing = capsys.readouterr().out
     assert "capitals" in listing and "qa-wikidata" in listing
     assert main(["data", "fetch", "nope"]) == 2
-    assert "qa-wikidata" in capsys.readouterr().err
+    assert "`name` must be bigbench" in capsys.readouterr().err
 
 
 def test_shipped_default_calibration(real_guard: object) -> None:
