@@ -126,14 +126,7 @@ def _scored(
     toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any, extra: tuple[str, ...] = ()
 ) -> Any:
     localizers = _localizers(toolkit, args, guard, extra)
-    run = toolkit.generate(
-        guard,
-        dataset,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        cache=not args.no_cache,
-        progress=not args.quiet,
-    )
+    run = _run(toolkit, args, guard, dataset)
     return run, toolkit.locate(run.records, localizers, guard.tokenizer.decode)
 
 
@@ -223,8 +216,8 @@ def calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _located(toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any, localizers: Any) -> Any:
-    run = toolkit.generate(
+def _run(toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any) -> Any:
+    return toolkit.generate(
         guard,
         dataset,
         batch_size=args.batch_size,
@@ -232,6 +225,10 @@ def _located(toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset:
         cache=not args.no_cache,
         progress=not args.quiet,
     )
+
+
+def _located(toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any, localizers: Any) -> Any:
+    run = _run(toolkit, args, guard, dataset)
     return toolkit.locate(run.records, localizers, guard.tokenizer.decode)
 
 
