@@ -2,15 +2,20 @@
 
 Sources (see ``docs/calibration.md``):
 
-- ``capitals``: world capitals from the ``countryinfo`` package (MIT);
-- ``qa-wikidata``: BIG-bench ``qa_wikidata`` (Apache-2.0), fetched once from the
-  ``bigbench==1.0.0`` sdist into the user cache by ``spillguard data fetch qa-wikidata``;
+- ``capitals``, ``countries:FIELD``: world capitals and other facts (continent, demonym,
+  neighbours) from the ``countryinfo`` package (MIT);
+- ``qa-wikidata``, ``general-knowledge``, ``periodic-elements``, ``object-counting``: BIG-bench
+  tasks (Apache-2.0), fetched once from the ``bigbench==1.0.0`` sdist into the user cache by
+  ``spillguard data fetch bigbench`` (see :mod:`guardrail.calibrate.bigbench`);
 - ``quiz:TABLE``: the bsdgames ``quiz`` tables (Debian ``bsdgames``, BSD-3), e.g. ``quiz:state``;
+- ``rag:SOURCE``: retrieval-augmented questions with passages that hold the answer or do not
+  (see :mod:`guardrail.calibrate.rag`);
 - ``arithmetic``: synthetic additions as in the paper's §5.1, graded exactly (``arithmetic:D``
   for D-digit operands, default 2);
 - ``arithmetic-forced``: the paper's teacher-forced variant, a correct and an offset sum per
   prompt, scored without generating (``arithmetic-forced:D``, default 13 digits as in the paper);
-- any JSONL file of ``{"question": str, "answers": [str, ...]}`` rows.
+- any JSONL file of ``{"question": str, "answers": [str, ...]}`` rows, optionally with a
+  ``context`` (retrieved passages) and a ``template`` (a prompt shape).
 
 Every loader drops items whose reference answer already occurs in the question.
 """
@@ -19,20 +24,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from guardrail.calibrate import bigbench
+from guardrail.calibrate.files import read_json_bounded, read_lines
 from guardrail.calibrate.grading import contains
+from guardrail.calibrate.rag import SHAPES, render
 from guardrail.errors import DatasetError, InvalidInputError
 from guardrail.loading import cache_root
+from guardrail.validation import check_text
 
 __all__ = [
     "DATASETS",
@@ -42,19 +47,20 @@ __all__ = [
     "arithmetic_forced",
     "cache_root",
     "capitals",
+    "countries",
     "expand",
     "fetch_qa_wikidata",
+    "given_capitals",
     "jsonl",
     "load",
     "qa_wikidata",
     "quiz",
     "select",
+    "tasks",
 ]
 
 QUIZ_DIR = Path("/usr/share/games/bsdgames/quiz")
-_BIGBENCH = "bigbench==1.0.0"
-_TASK_MEMBER = "bigbench/benchmark_tasks/qa_wikidata/task.json"
-_FETCH_COMMAND = "spillguard data fetch qa-wikidata"
+_FETCH_COMMAND = bigbench.FETCH_COMMAND
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,38 @@ class Item:
         numeric: grade as an exact integer (the answer's first number that the question does not
             hold) instead of aliases.
         given: an answer to score teacher-forced instead of generating one; its prompt is
-            ``question`` fed as raw text (no chat template).
+            ``question`` fed as raw text (no chat template) unless ``chat``.
+        chat: a ``given`` answer follows the chat-templated question, as ``guard.check`` does by
+            default.
+        context: retrieved passages the prompt holds (RAG); the localizer and the grader still
+            see only ``question``, so words copied from the context count as the answer.
+        template: the prompt shape that puts ``context`` and ``question`` together: a name of
+            :data:`guardrail.calibrate.rag.SHAPES` or a format string with ``{context}`` and
+            ``{question}`` (one user message).
+        unanswerable: the context does not hold the answer: only a refusal ("the context does
+            not say") is correct.
     """
 
     question: str
     answers: tuple[str, ...]
     numeric: bool = False
     given: str | None = None
+    chat: bool = False
+    context: str | None = None
+    template: str | None = None
+    unanswerable: bool = False
+
+    def prompt(self) -> str | list[dict[str, str]]:
+        """What the model is fed: ``question``, or the RAG shape's chat messages."""
+        if self.context is None:
+            return self.question
+        return render(self.template, self.context, self.question)
+
+    @property
+    def key(self) -> str:
+        """The item's identity in the generation cache: the question, or the whole RAG prompt."""
+        prompt = self.prompt()
+        return prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -112,7 +143,9 @@ class Dataset:
 
 def _dataset(name: str, items: Iterable[Item]) -> Dataset:
     """Keep items whose references do not occur in the question; refuse an empty result."""
-    kept = tuple(i for i in items if i.numeric or not any(contains(i.question, a) for a in i.answers))
+    kept = tuple(
+        i for i in items if i.numeric or i.context is not None or not any(contains(i.question, a) for a in i.answers)
+    )
     if not kept:
         raise InvalidInputError(f"dataset {name!r} is empty (no item left after dropping answers found in questions)")
     return Dataset(name, kept)
@@ -150,66 +183,131 @@ def capitals() -> Dataset:
     return _dataset("capitals", sorted(items.values(), key=lambda i: i.question))
 
 
-# -- BIG-bench qa_wikidata ------------------------------------------------------------------
+def given_capitals(seed: int = 0, *, sentence: bool = False) -> Dataset:
+    """Short given answers, as ``guard.check(question, "Canberra.")`` scores them: per country its
+    capital and another country's, each as ``"Name."`` after the chat-templated question (or,
+    with ``sentence``, as the model itself phrases it: ``"The capital of X is Name."``)."""
+    base = capitals().items
+    rng = np.random.default_rng(seed)
+    items = []
+    for i, item in enumerate(base):
+        other = base[(i + int(rng.integers(1, len(base)))) % len(base)].answers[0]
+        if any(contains(other, a) or contains(a, other) for a in item.answers):
+            continue
+        lead = (
+            f"The capital of {item.question.removeprefix('What is the capital of ').rstrip('?')} is "
+            if sentence
+            else ""
+        )
+        items += [
+            Item(item.question, item.answers, given=f"{lead}{item.answers[0]}.", chat=True),
+            Item(item.question, item.answers, given=f"{lead}{other}.", chat=True),
+        ]
+    return Dataset("given:capitals-sentence" if sentence else "given:capitals", tuple(items))
 
 
-def _task_path(cache: Path | None) -> Path:
-    return (cache or cache_root()) / "data" / "qa_wikidata" / "task.json"
+def _country_facts() -> list[dict[str, Any]]:
+    try:
+        from countryinfo import all_countries
+
+        countries = all_countries()
+    except Exception as exc:  # the package raises several kinds; none is ours
+        raise DatasetError(f"cannot read country facts from `countryinfo`: {exc}") from exc
+    facts: list[dict[str, Any]] = []
+    for country in countries:
+        try:
+            info = country.info()
+        except Exception:  # an entry with missing fields: skip it
+            continue
+        if isinstance(info, dict) and isinstance(info.get("name"), str) and info["name"].strip():
+            facts.append(dict(info))
+    return sorted(facts, key=lambda f: f["name"])
+
+
+def _continents(info: dict[str, Any]) -> tuple[str, ...]:
+    region = info.get("region")
+    if region == "Americas":
+        part = info.get("intermediateregion") or info.get("subregion")
+        if part == "South America":
+            return ("South America",)
+        return ("North America", "Central America", "Caribbean")
+    if region == "Oceania":
+        return ("Oceania", "Australia")
+    return (region,) if isinstance(region, str) and region.strip() else ()
+
+
+def countries(field: str) -> Dataset:
+    """Other facts of ``countryinfo`` (MIT), one task per field:
+
+    - ``continent``: "On which continent is X?" (its region; the Americas split into North and
+      South America, Oceania also accepted as Australia);
+    - ``demonym``: "What do you call a person from X?" -> "Honduran";
+    - ``neighbours``: "Name a country that borders X." -> any neighbour (by ISO code).
+    """
+    facts = _country_facts()
+    names = {f.get("ISO", {}).get("alpha3"): f["name"] for f in facts if isinstance(f.get("ISO"), dict)}
+    items = []
+    for info in facts:
+        name = info["name"]
+        if field == "continent":
+            answers = _continents(info)
+            question = f"On which continent is {name}?"
+        elif field == "demonym":
+            demonym = info.get("demonym")
+            answers = (demonym,) if isinstance(demonym, str) and demonym.strip() else ()
+            question = f"What do you call a person from {name}?"
+        elif field == "neighbours":
+            borders = info.get("borders")
+            answers = tuple(names[b] for b in borders if b in names) if isinstance(borders, list) else ()
+            question = f"Name a country that borders {name}."
+        else:
+            raise InvalidInputError(f"`field` must be one of {COUNTRY_FIELDS}, got {field!r}")
+        if answers:
+            items.append(Item(question, answers))
+    return _dataset(f"countries:{field}", items)
+
+
+COUNTRY_FIELDS: tuple[str, ...] = ("continent", "demonym", "neighbours")
+
+
+# -- BIG-bench ------------------------------------------------------------------------------
 
 
 def fetch_qa_wikidata(cache: Path | None = None, *, log: Callable[[str], None] | None = None) -> Path:
-    """Download the ``bigbench`` sdist once, keep only ``qa_wikidata/task.json``, delete the rest.
-
-    Returns the cached file's path; does nothing when it is already cached.
-    """
-    target = _task_path(cache)
-    if target.is_file():
-        return target
-    say = log or (lambda message: print(message, file=sys.stderr))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        say(f"downloading the {_BIGBENCH} sdist (358 MB) with pip; only qa_wikidata is kept")
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--quiet",
-            _BIGBENCH,
-            "-d",
-            tmp,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True)
-        archives = list(Path(tmp).glob("bigbench-*.tar.gz"))
-        if done.returncode != 0 or not archives:
-            raise DatasetError(
-                f"cannot download {_BIGBENCH} from PyPI (no network?); `{_FETCH_COMMAND}` needs PyPI "
-                f"once. pip said: {done.stderr.strip()[-500:]}"
-            )
-        _extract_task(archives[0], target)
-    return target
+    """Fetch the BIG-bench task files once (:func:`guardrail.calibrate.bigbench.fetch`); returns
+    the cached ``qa_wikidata`` file."""
+    bigbench.fetch(cache, log=log)
+    return bigbench.task_file("qa_wikidata.json", cache)
 
 
-def _extract_task(archive: Path, target: Path) -> None:
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            if member.isfile() and member.name.endswith(_TASK_MEMBER):
-                source = tar.extractfile(member)
-                assert source is not None
-                partial = target.with_suffix(".part")
-                with partial.open("wb") as out:
-                    shutil.copyfileobj(source, out)
-                partial.replace(target)
-                return
-    raise DatasetError(f"{archive.name} holds no {_TASK_MEMBER}")
+def _examples(name: str, cache: Path | None) -> list[dict[str, Any]]:
+    """The ``examples`` of one cached BIG-bench task file."""
+    path = bigbench.task_file(name, cache)
+    if not path.is_file():
+        raise DatasetError(f"BIG-bench file {name} is not cached at {path}; run `{_FETCH_COMMAND}` once (needs PyPI)")
+    try:
+        examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
+        if not isinstance(examples, list):
+            raise TypeError("`examples` is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cached {path} is unreadable ({exc}); delete it and run `{_FETCH_COMMAND}`") from exc
+    return [e for e in examples if isinstance(e, dict) and isinstance(e.get("input"), str)]
+
+
+def _targets(example: dict[str, Any]) -> tuple[str, ...]:
+    """The generative targets of an example, else its multiple-choice answers with score 1."""
+    targets = example.get("target")
+    found = [t for t in (targets if isinstance(targets, list) else [targets]) if isinstance(t, str) and t.strip()]
+    if not found and isinstance(example.get("target_scores"), dict):
+        found = [k for k, v in example["target_scores"].items() if isinstance(k, str) and k.strip() and v == 1]
+    return tuple(t.strip() for t in found)
 
 
 _FACT = re.compile(r"^The (.+?) of (.+) is$")
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty"
+).split()
 
 
 def _wikidata_question(prompt: str) -> str:
@@ -226,22 +324,63 @@ def qa_wikidata(cache: Path | None = None) -> Dataset:
     target is accepted. Raises :class:`~guardrail.errors.DatasetError` naming the fetch command when the file
     is not cached.
     """
-    path = _task_path(cache)
-    if not path.is_file():
-        raise DatasetError(f"qa_wikidata is not cached at {path}; run `{_FETCH_COMMAND}` once (needs PyPI)")
-    try:
-        examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"cached {path} is unreadable ({exc}); delete it and run `{_FETCH_COMMAND}`") from exc
-    items = []
-    for example in examples:
-        targets = example.get("target")
-        answers = tuple(
-            t for t in (targets if isinstance(targets, list) else [targets]) if isinstance(t, str) and t.strip()
-        )
-        if isinstance(example.get("input"), str) and answers:
-            items.append(Item(_wikidata_question(example["input"]), answers))
+    items = [
+        Item(_wikidata_question(e["input"]), answers)
+        for e in _examples("qa_wikidata.json", cache)
+        if (answers := _targets(e))
+    ]
     return _dataset("qa-wikidata", items)
+
+
+def _with_digits(answers: tuple[str, ...]) -> tuple[str, ...]:
+    """Number words also accepted as digits ("four" -> "4") and the other way round."""
+    extra = []
+    for answer in answers:
+        word = answer.lower()
+        if word in _NUMBER_WORDS:
+            extra.append(str(_NUMBER_WORDS.index(word)))
+        elif word.isdigit() and int(word) < len(_NUMBER_WORDS):
+            extra.append(_NUMBER_WORDS[int(word)])
+    return tuple(dict.fromkeys([*answers, *extra]))
+
+
+def general_knowledge(cache: Path | None = None) -> Dataset:
+    """BIG-bench ``general_knowledge`` asked open-ended ("How many legs do horses have?" -> four,
+    4): the multiple-choice answer with score 1 is the reference; number words and digits both
+    count."""
+    items = [
+        Item(e["input"].strip(), _with_digits(a))
+        for e in _examples("general_knowledge.json", cache)
+        if (a := _targets(e))
+    ]
+    return _dataset("general-knowledge", items)
+
+
+def periodic_elements(cache: Path | None = None) -> Dataset:
+    """BIG-bench ``periodic_elements``: element names from atomic numbers (subtask 0, its
+    multiple-choice answer) and from their neighbours in the table (subtask 1)."""
+    examples = _examples("periodic_elements_0.json", cache) + _examples("periodic_elements_1.json", cache)
+    items = {e["input"].strip(): Item(e["input"].strip(), a) for e in examples if (a := _targets(e))}
+    return _dataset("periodic-elements", items.values())
+
+
+def object_counting(cache: Path | None = None) -> Dataset:
+    """BIG-bench ``object_counting`` ("I have a clarinet, a violin, and a flute. How many musical
+    instruments do I have?" -> 3), graded exactly on the first number (words count too)."""
+    items = []
+    for example in _examples("object_counting.json", cache):
+        digits = [t for t in _targets(example) if t.isdigit()]
+        if digits:
+            items.append(Item(example["input"].strip(), (digits[0],), numeric=True))
+    return _dataset("object-counting", items)
+
+
+BIGBENCH_TASKS: dict[str, Callable[[Path | None], Dataset]] = {
+    "qa-wikidata": qa_wikidata,
+    "general-knowledge": general_knowledge,
+    "periodic-elements": periodic_elements,
+    "object-counting": object_counting,
+}
 
 
 # -- bsdgames quiz ------------------------------------------------------------------------
@@ -255,6 +394,12 @@ QUIZ_TABLES: dict[str, tuple[str, int, int]] = {
     "asia": ("What is the capital of {}?", 0, 1),
     "europe": ("What is the capital of {}?", 0, 1),
     "province": ("What is the capital of the Canadian province of {}?", 0, 1),
+    "pres": ("Who succeeded {} as President of the United States?", 0, 3),
+    "sov": ("Who succeeded {} on the English throne?", 0, 2),
+    "collectives": ("What is the collective noun for a group of {}?", 0, 1),
+    "babies": ("What is a baby {} called?", 1, 0),
+    "bard": ('Which Shakespeare play has the line "{}"?', 0, 2),
+    "poetry": ('Who wrote the poem with the line "{}"?', 0, 3),
 }
 
 
@@ -317,7 +462,8 @@ def quiz(table: str, directory: Path = QUIZ_DIR) -> Dataset:
         )
     template, q_field, a_field = QUIZ_TABLES[table]
     items = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = path.read_text(encoding="utf-8", errors="replace").replace("\\\n", "")  # continuation lines
+    for line in text.splitlines():
         fields = line.split(":")
         if len(fields) <= max(q_field, a_field):
             continue
@@ -375,89 +521,270 @@ def arithmetic_forced(n: int = 200, digits: int = 13, offsets: tuple[int, int] =
     return Dataset(f"arithmetic-forced[{n}x{digits}d seed={seed}]", tuple(items))
 
 
+# -- RAG: passages that hold the answer or do not ---------------------------------------------
+
+
+def _country_passage(info: dict[str, Any]) -> str | None:
+    name, capital = info.get("name"), info.get("capital")
+    where = info.get("subregion") or info.get("region")
+    if not (isinstance(name, str) and isinstance(capital, str) and capital.strip() and isinstance(where, str)):
+        return None
+    text = f"{name} is a country in {where}. Its capital is {capital}."
+    if isinstance(info.get("population"), int) and info["population"] > 0:
+        text += f" It has a population of {info['population']:,}."
+    if isinstance(info.get("area"), (int, float)) and info["area"] > 0:
+        text += f" It covers {int(info['area']):,} square kilometres."
+    return text
+
+
+def _countries() -> list[tuple[str, tuple[str, ...], str]]:
+    """``(question, answers, passage)`` per country (countryinfo, MIT)."""
+    found = []
+    for info in _country_facts():
+        passage = _country_passage(info)
+        names = _capital_names(info.get("capital"))
+        if passage and names:
+            found.append((f"What is the capital of {info['name']}?", names, passage))
+    return found
+
+
+def _wikidata() -> list[tuple[str, tuple[str, ...], str]]:
+    """``(question, answers, passage)`` per BIG-bench ``qa_wikidata`` fact (Apache-2.0)."""
+    found = []
+    for example in _examples("qa_wikidata.json", None):
+        answers, prompt = _targets(example), example["input"].strip()
+        if answers and prompt.startswith("The ") and prompt.endswith(" is"):
+            found.append((_wikidata_question(prompt), answers, f"{prompt} {answers[0]}."))
+    return found
+
+
+_NQ = re.compile(r"^\s*Question:\s*(.+?)\s*\nContext:\s*(.+?)\s*$", re.S)
+
+
+def _nq() -> list[tuple[str, tuple[str, ...], str]]:
+    """``(question, answers, passage)`` of BIG-bench ``contextual_parametric_knowledge_conflicts``
+    (Apache-2.0): Natural Questions with a Wikipedia passage of at most 90 words whose answer
+    entity the task replaced, so only the passage tells the answer."""
+    found = []
+    for example in _examples("context_conflicts.json", None):
+        match, answers = _NQ.match(example["input"]), _targets(example)
+        if match and answers and len(match.group(2).split()) <= 90:
+            question = match.group(1).strip().rstrip("?") + "?"
+            found.append((question[0].upper() + question[1:], answers, " ".join(match.group(2).split())))
+    return found
+
+
+RAG_SOURCES = {"countries": _countries, "wikidata": _wikidata, "nq": _nq}
+
+
+def _holds(passages: Sequence[str], answers: Sequence[str]) -> bool:
+    return any(contains(p, a) for p in passages for a in answers)
+
+
+def rag(source: str, *, n: int = 400, distractors: int = 2, seed: int = 0) -> Dataset:
+    """A RAG dev task ``rag:SOURCE``: ``n`` seeded questions, half answerable, shapes rotating.
+
+    Sources: ``countries`` (a passage of countryinfo facts per country, capital questions),
+    ``wikidata`` (one BIG-bench ``qa_wikidata`` fact per passage), ``nq`` (BIG-bench
+    ``contextual_parametric_knowledge_conflicts``). The prompt shape (see
+    :data:`guardrail.calibrate.rag.SHAPES`) rotates over the items, so every shape is measured.
+
+    An answerable item's context is its own passage among ``distractors`` passages of other
+    questions (shuffled); an unanswerable item's context is ``distractors + 1`` passages of other
+    questions none of which holds its answer.
+    """
+    if source not in RAG_SOURCES:
+        raise InvalidInputError(f"`source` must be one of {sorted(RAG_SOURCES)}, got {source!r}")
+    facts = RAG_SOURCES[source]()
+    if len(facts) < distractors + 2:
+        raise InvalidInputError(f"rag:{source} has {len(facts)} facts, too few for {distractors} distractors")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(facts))[: min(n, len(facts))]
+    shapes = list(SHAPES)
+    items = []
+    for k, i in enumerate(order.tolist()):
+        question, answers, passage = facts[i]
+        answerable = k % 2 == 0
+        others = [int(j) for j in rng.permutation(len(facts))[: distractors + 4] if j != i]
+        pool = [facts[j][2] for j in others if not _holds([facts[j][2]], answers)]
+        chosen = pool[:distractors] + ([passage] if answerable else pool[distractors : distractors + 1])
+        if len(chosen) < distractors + 1:
+            continue
+        rng.shuffle(chosen)
+        items.append(
+            Item(
+                question,
+                answers,
+                context="\n\n".join(chosen),
+                template=shapes[(k // 2) % len(shapes)],
+                unanswerable=not answerable,
+            )
+        )
+    return Dataset(f"rag:{source}", tuple(items))
+
+
 # -- user JSONL ------------------------------------------------------------------------------
 
 
-def jsonl(path: str | Path) -> Dataset:
-    """Rows of ``{"question": str, "answers": [str, ...]}``, one JSON object per line."""
+def jsonl(path: str | Path, *, template: str | None = None) -> Dataset:
+    """Rows of ``{"question": str, "answers": [str, ...]}``, one JSON object per line.
+
+    Optional keys: ``context`` (retrieved passages: the prompt is then a RAG prompt),
+    ``template`` (its shape, see :func:`guardrail.calibrate.rag.render`; ``template`` here is the
+    default for rows without one), ``unanswerable`` (true: the context does not hold the answer,
+    so only a refusal is correct; ``answers`` may then be empty). What is read is bounded: at most
+    1 MiB per line, 32 levels of JSON nesting, text that encodes as UTF-8.
+    """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read dataset file {str(path)!r}: {exc}") from exc
-    items = [_row(path, n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    items = [_row(path, n, line, template) for n, line in enumerate(read_lines(path), 1) if line.strip()]
     if not items:
         raise InvalidInputError(f"dataset file {str(path)!r} has no rows")
     return _dataset(path.stem, items)
 
 
-def _row(path: Path, number: int, line: str) -> Item:
-    where = f"{path.name} line {number}"
+def _text(where: str, name: str, value: object) -> str:
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{where} is not JSON ({exc.msg}): {line[:80]!r}") from exc
+        return check_text(name, value).strip()
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+
+
+def _row(path: Path, number: int, line: str, template: str | None) -> Item:
+    where = f"{path.name} line {number}"
+    row = read_json_bounded(line, where)
     if not isinstance(row, dict) or "question" not in row or "answers" not in row:
         raise InvalidInputError(f"{where} needs keys `question` and `answers`, got {line[:80]!r}")
     question, answers = row["question"], row["answers"]
     if not isinstance(question, str) or not question.strip():
         raise InvalidInputError(f"{where}: `question` must be a non-empty str, got {question!r}")
+    question = _text(where, "question", question)
+    unanswerable = row.get("unanswerable", False)
+    if not isinstance(unanswerable, bool):
+        raise InvalidInputError(f"{where}: `unanswerable` must be true or false, got {unanswerable!r}")
     if isinstance(answers, str):
         answers = [answers]
-    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+    if (
+        not isinstance(answers, list)
+        or not (answers or unanswerable)
+        or not all(isinstance(a, str) and a.strip() for a in answers)
+    ):
         raise InvalidInputError(f"{where}: `answers` must be a non-empty list of non-empty str, got {answers!r}")
-    return Item(question.strip(), tuple(a.strip() for a in answers))
+    context = row.get("context")
+    if context is not None:
+        context = _text(where, "context", context)
+    elif unanswerable:
+        raise InvalidInputError(f"{where}: `unanswerable` needs a `context` (the passages without the answer)")
+    shape = row.get("template", template)
+    if shape is not None:
+        shape = _text(where, "template", shape)
+        if context is None:
+            raise InvalidInputError(f"{where}: `template` needs a `context` to put in it")
+        try:
+            render(shape, context, question)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from None
+    return Item(
+        question,
+        tuple(_text(where, "answers", a) for a in answers),
+        context=context,
+        template=shape,
+        unanswerable=unanswerable,
+    )
 
 
 # -- by name ---------------------------------------------------------------------------------
 
 DATASETS: tuple[str, ...] = (
     "capitals",
-    "qa-wikidata",
+    "given:capitals",
+    "given:capitals-sentence",
+    *(f"countries:{f}" for f in COUNTRY_FIELDS),
+    *BIGBENCH_TASKS,
     "arithmetic",
     "arithmetic-forced",
     *(f"quiz:{t}" for t in QUIZ_TABLES),
+    *(f"rag:{s}" for s in RAG_SOURCES),
 )
 
 
-def load(spec: str, *, limit: int | None = None, seed: int = 0) -> Dataset:
+def load(spec: str, *, limit: int | None = None, seed: int = 0, template: str | None = None) -> Dataset:
     """A dataset by name (:data:`DATASETS`) or JSONL path, optionally a seeded sample.
 
     Several specs joined by ``+`` are concatenated ("capitals+qa-wikidata").
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise InvalidInputError(f"`data` must name a dataset ({', '.join(DATASETS)}) or a JSONL file, got {spec!r}")
-    parts = [_load_one(s.strip()) for s in spec.split("+")]
-    dataset = (
-        parts[0]
-        if len(parts) == 1
-        else Dataset("+".join(p.name for p in parts), tuple(i for p in parts for i in p.items))
-    )
-    return dataset if limit is None else dataset.sample(limit, seed)
+    return _joined(tasks(spec, limit=limit, seed=seed, template=template))
 
 
-def select(spec: str, *, limit: int | None = None, seed: int = 0, split: float = 1.0, part: str = "val") -> Dataset:
-    """Each ``+``-joined dataset of ``spec`` sampled (``limit`` items) and split on its own, then
-    concatenated: with ``split < 1``, ``part`` ``"val"`` keeps the validation part, ``"test"`` the rest."""
-    if part not in ("val", "test"):
-        raise InvalidInputError(f"`part` must be 'val' or 'test', got {part!r}")
-    parts = []
-    for one in spec.split("+") if isinstance(spec, str) else [spec]:
-        dataset = load(one, limit=limit, seed=seed)
-        if split < 1.0:
-            validation, test = dataset.split(split, seed)
-            dataset = validation if part == "val" else test
-        parts.append(dataset)
+def _joined(parts: Sequence[Dataset]) -> Dataset:
     if len(parts) == 1:
         return parts[0]
     return Dataset("+".join(p.name for p in parts), tuple(i for p in parts for i in p.items))
 
 
-def _load_one(spec: str) -> Dataset:
+def _part_limit(one: str, limit: int | None) -> tuple[str, int | None]:
+    """``"name@N"`` -> ``("name", N)``: a per-task sample size that overrides ``limit``."""
+    name, at, count = one.strip().rpartition("@")
+    if not at or Path(one.strip()).is_file():
+        return one.strip(), limit
+    if not count.isdigit() or int(count) < 1:
+        raise InvalidInputError(f"`data` {one!r}: the size after '@' must be an int >= 1, e.g. qa-wikidata@300")
+    return name, int(count)
+
+
+def tasks(
+    spec: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    split: float = 1.0,
+    part: str = "val",
+    template: str | None = None,
+) -> list[Dataset]:
+    """Each ``+``-joined dataset of ``spec`` on its own: sampled (``limit`` items, or ``name@N``)
+    and split (with ``split < 1``, ``part`` ``"val"`` keeps the validation part, ``"test"`` the rest).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidInputError(f"`data` must name a dataset ({', '.join(DATASETS)}) or a JSONL file, got {spec!r}")
+    if part not in ("val", "test"):
+        raise InvalidInputError(f"`part` must be 'val' or 'test', got {part!r}")
+    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split <= 1:
+        raise InvalidInputError(f"`split` must be a fraction in (0, 1] (1: no split), got {split!r}")
+    parts = []
+    for one in spec.split("+"):
+        name, count = _part_limit(one, limit)
+        dataset = _load_one(name, template)
+        dataset = dataset if count is None else dataset.sample(count, seed)
+        if split < 1.0:
+            validation, test = dataset.split(split, seed)
+            dataset = validation if part == "val" else test
+        parts.append(dataset)
+    return parts
+
+
+def select(
+    spec: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    split: float = 1.0,
+    part: str = "val",
+    template: str | None = None,
+) -> Dataset:
+    """:func:`tasks` concatenated into one dataset."""
+    return _joined(tasks(spec, limit=limit, seed=seed, split=split, part=part, template=template))
+
+
+def _load_one(spec: str, template: str | None = None) -> Dataset:
     if spec == "capitals":
         return capitals()
-    if spec in ("qa-wikidata", "qa_wikidata"):
-        return qa_wikidata()
+    if spec in ("given:capitals", "given:capitals-sentence"):
+        return given_capitals(sentence=spec.endswith("sentence"))
+    if spec.replace("_", "-") in BIGBENCH_TASKS:
+        return BIGBENCH_TASKS[spec.replace("_", "-")](None)
+    if spec.startswith("countries:"):
+        return countries(spec.split(":", 1)[1])
+    if spec.startswith("rag:"):
+        return rag(spec.split(":", 1)[1])
     name, _, digits = spec.partition(":")
     if name in ("arithmetic", "arithmetic-forced"):
         if digits and not digits.isdigit():
@@ -467,5 +794,5 @@ def _load_one(spec: str) -> Dataset:
     if spec.startswith("quiz:"):
         return quiz(spec.split(":", 1)[1])
     if spec.endswith(".jsonl") or Path(spec).is_file():
-        return jsonl(spec)
+        return jsonl(spec, template=template)
     raise InvalidInputError(f"`data` must name a dataset ({', '.join(DATASETS)}) or a JSONL file, got {spec!r}")

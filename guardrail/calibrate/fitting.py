@@ -25,7 +25,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from guardrail.calibrate.metrics import AurocResult, ThresholdMetrics, bootstrap_auroc, threshold_metrics
+from guardrail.calibrate.metrics import AurocResult, ThresholdMetrics, bootstrap_auroc
+from guardrail.calibrate.metrics import choose_threshold as threshold_for
 from guardrail.calibrate.scoring import Scored
 from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
 from guardrail.energy import METRICS, POOLINGS
@@ -83,14 +84,7 @@ def parse_goal(goal: str) -> float | None:
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, goal: str) -> ThresholdMetrics:
     """The threshold (flag iff score > threshold) that meets ``goal`` on these scores."""
-    limit = parse_goal(goal)
-    values = np.unique(np.asarray(scores, dtype=np.float64))
-    cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2.0, [values[-1] + 1.0]])
-    results = [threshold_metrics(scores, labels, float(t)) for t in cuts]
-    if limit is None:
-        return max(results, key=lambda r: (r.f1, -r.flag_rate))
-    allowed = [r for r in results if r.false_flag_rate <= limit + 1e-12]
-    return min(allowed, key=lambda r: r.threshold)
+    return threshold_for(scores, labels, parse_goal(goal))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:

@@ -12,13 +12,28 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["contains", "grade", "grade_number", "normalize"]
+__all__ = ["contains", "grade", "grade_number", "normalize", "refuses"]
 
 _ARTICLES = frozenset({"a", "an", "the"})
 _HEDGES = frozenset({"or", "either", "maybe", "perhaps", "possibly"})
 _APOSTROPHES = re.compile(r"['’`´]")
 _NON_WORD = re.compile(r"[^\w]+")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty"
+).split()
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(?:(?:i|we) (?:do not|don't|cannot|can't) (?:know|tell|say|answer|find|determine)"
+    r"|(?:is|are|was|were) not (?:mentioned|given|provided|stated|specified|known|available|included)"
+    r"|(?:does|do|did) not (?:mention|say|state|specify|provide|contain|include|give|tell)"
+    r"|doesn't (?:mention|say|state|specify|provide|contain|include|give|tell)"
+    r"|no (?:information|mention|answer|data)|not enough information"
+    r"|(?:cannot|can't|unable to) (?:be )?(?:answer|determine|find|tell)"
+    r"|unknown|not possible to (?:answer|determine|say|tell))",
+    re.IGNORECASE,
+)
 
 
 def normalize(text: str) -> str:
@@ -80,10 +95,12 @@ def grade_number(answer: str, expected: int, question: str = "") -> bool:
 
     Numbers that already occur in ``question`` are skipped, so an answer that restates the
     problem ("342 + 309 = 651") is graded on its result. Thousands separators are ignored
-    ("1,234" is 1234); a decimal number never equals an int.
+    ("1,234" is 1234); number words up to twenty count ("three" is 3); a decimal number never
+    equals an int.
     """
     given = {_plain(m) for m in _NUMBER.findall(question)}
-    for match in _NUMBER.findall(answer):
+    spelled = _NUMBER_WORD.sub(lambda m: str(_WORDS.index(m.group(1).lower())), answer)
+    for match in _NUMBER.findall(spelled):
         text = _plain(match)
         if text not in given:
             return "." not in text and int(text) == expected
@@ -92,3 +109,11 @@ def grade_number(answer: str, expected: int, question: str = "") -> bool:
 
 def _plain(number: str) -> str:
     return number.replace(",", "")
+
+
+def refuses(answer: str) -> bool:
+    """Whether ``answer`` declines to answer ("I don't know", "the context does not mention it").
+
+    The correct reply to a RAG question whose context does not hold the answer.
+    """
+    return bool(_REFUSAL.search(" ".join(answer.replace("’", "'").split())))

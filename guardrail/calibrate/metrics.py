@@ -14,13 +14,16 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as _sklearn_roc_curve
 
-from guardrail.errors import InvalidInputError
+from guardrail.errors import CalibrationError, InvalidInputError
 
 __all__ = [
     "AurocResult",
+    "RiskCoverage",
     "ThresholdMetrics",
     "auroc",
     "bootstrap_auroc",
+    "choose_threshold",
+    "risk_coverage",
     "roc_curve",
     "threshold_metrics",
     "weighted_aurocs",
@@ -140,3 +143,74 @@ def threshold_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) 
     false_flag = float((flagged & ~y).sum() / (~y).sum()) if (~y).any() else 0.0
     flag_rate = float(flagged.mean())
     return ThresholdMetrics(float(threshold), float(precision), float(recall), float(f1), flag_rate, false_flag)
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, limit: float | None) -> ThresholdMetrics:
+    """The threshold (flag iff score > threshold) for a goal, over every cut between scores.
+
+    ``limit=None``: maximize F1 of flagging wrong answers (ties: the lower flag rate). Otherwise
+    flag as many wrong answers as possible while flagging at most a fraction ``limit`` of the
+    correct ones; raises :class:`~guardrail.errors.CalibrationError` when no such threshold
+    flags any wrong answer (the rate is below what the scores can reach).
+    """
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    values = np.unique(s)
+    cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2.0, [values[-1] + 1.0]])
+    pos, neg = np.sort(s[y]), np.sort(s[~y])
+    tp = len(pos) - np.searchsorted(pos, cuts, side="right")
+    fp = len(neg) - np.searchsorted(neg, cuts, side="right")
+    recall = tp / max(len(pos), 1)
+    false_flag = fp / max(len(neg), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+    if limit is None:
+        best = int(np.lexsort(((tp + fp), -f1))[0])  # max F1, then fewest flags
+    else:
+        allowed = np.flatnonzero(false_flag <= limit + 1e-12)
+        best = int(allowed[np.argmax(recall[allowed] - 1e-9 * (tp + fp)[allowed])])
+        if recall[best] == 0.0:
+            reach = false_flag[recall > 0]
+            lowest = float(reach.min()) if reach.size else float("nan")
+            raise CalibrationError(
+                f"no threshold flags any wrong answer while flagging at most {limit:g} of the correct ones "
+                f"(the lowest false-flag rate that flags one is {lowest:.3f}): ask for a higher rate or use goal f1"
+            )
+    return threshold_metrics(s, y, float(cuts[best]))
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """What abstaining on flagged answers gives: the share let through and their accuracy.
+
+    Attributes:
+        coverage: fraction of answers let through (not flagged) at the threshold.
+        selective_accuracy: accuracy of the answers let through (``nan`` if none).
+        accuracy: accuracy of all answers (coverage 1).
+        aurc: area under the risk–coverage curve (risk = error rate of the answers let through,
+            answers let through in order of increasing score); lower is better; a perfect ranking
+            gives ``(1 - accuracy) + accuracy · ln(accuracy)``, a random one ``1 - accuracy``.
+        curve_coverage: coverage at each cut (ascending).
+        curve_risk: risk at each cut.
+    """
+
+    coverage: float
+    selective_accuracy: float
+    accuracy: float
+    aurc: float
+    curve_coverage: np.ndarray
+    curve_risk: np.ndarray
+
+
+def risk_coverage(scores: np.ndarray, labels: np.ndarray, threshold: float) -> RiskCoverage:
+    """Risk–coverage of letting answers through in order of increasing score (labels: true = wrong)."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    if s.shape != y.shape or s.ndim != 1 or not s.size:
+        raise InvalidInputError(f"`scores` and `labels` must be 1-d of one length, got {s.shape} and {y.shape}")
+    order = np.argsort(s, kind="stable")
+    errors = np.cumsum(y[order])
+    kept = np.arange(1, len(s) + 1)
+    coverage, risk = kept / len(s), errors / kept
+    passed = ~(s > threshold)
+    selective = float(1 - y[passed].mean()) if passed.any() else float("nan")
+    return RiskCoverage(float(passed.mean()), selective, float(1 - y.mean()), float(risk.mean()), coverage, risk)

@@ -1,8 +1,9 @@
 """An evaluation report: one HTML page (a jinja2 template, autoescaped) and its PNG figures
 (matplotlib, Agg).
 
-Figures: ROC curves of the calibrated score and the baselines, score histograms of correct vs
-wrong answers, and a per-token heat view of spilled energy on example answers.
+Figures: ROC curves of the calibrated score and the baselines, the risk–coverage curve of
+abstaining on flagged answers, score histograms of correct vs wrong answers, and a per-token heat
+view of spilled energy on example answers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from guardrail.calibrate.metrics import roc_curve
+from guardrail.calibrate.metrics import risk_coverage, roc_curve
 from guardrail.calibrate.scoring import BASELINES, Scored
 from guardrail.calibration import Calibration
 
@@ -50,6 +51,33 @@ def _roc_png(path: Path, scored: Scored, calibration: Calibration, summary: dict
         title="ROC, hallucination = positive",
     )
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _risk_png(path: Path, scored: Scored, calibration: Calibration, summary: dict[str, Any]) -> None:
+    plt = _pyplot()
+    labels = scored.labels
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    curves = [("calibrated score", scored.calibrated(calibration))]
+    curves += [(name, scored.values(s)) for name, s in BASELINES if s.localizer in scored.spans][:3]
+    for name, values in curves:
+        rc = risk_coverage(values, labels, calibration.threshold if name == "calibrated score" else float("inf"))
+        width = 2.2 if name == "calibrated score" else 1.0
+        ax.plot(rc.curve_coverage, rc.curve_risk, lw=width, label=f"{name} (AURC {rc.aurc:.3f})")
+    at = summary["risk_coverage"]
+    if at["selective_accuracy"] is not None:
+        ax.plot([at["coverage"]], [1 - at["selective_accuracy"]], "ko", label="at the threshold")
+    ax.axhline(1 - at["accuracy"], color="grey", ls=":", lw=1, label="no abstention")
+    ax.set(
+        xlabel="coverage (share of answers let through)",
+        ylabel="risk (wrong among those let through)",
+        title="abstaining on the highest scores",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -143,16 +171,23 @@ def _cell(value: Any) -> str:
 
 
 def write_report(directory: Path, summary: dict[str, Any], scored: Scored, calibration: Calibration) -> Path:
-    """Write ``index.html``, ``roc.png``, ``histogram.png`` and ``tokens.png`` into ``directory``.
+    """Write ``index.html``, ``roc.png``, ``risk.png``, ``histogram.png`` and ``tokens.png`` into
+    ``directory`` (created ``0700`` if missing).
 
     Returns:
         The path of ``index.html``; it links the PNGs by relative name only.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True)
     _roc_png(directory / "roc.png", scored, calibration, summary)
+    _risk_png(directory / "risk.png", scored, calibration, summary)
     _histogram_png(directory / "histogram.png", scored, calibration)
     _tokens_png(directory / "tokens.png", scored, calibration)
-    page = _environment().get_template("report.html.j2").render(summary=summary, calibration=summary["calibration"])
+    page = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(summary=summary, calibration=summary["calibration"], risk=summary["risk_coverage"])
+    )
     index = directory / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

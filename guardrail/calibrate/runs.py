@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from guardrail.calibrate.datasets import Dataset, Item, cache_root
-from guardrail.calibrate.grading import grade, grade_number
+from guardrail.calibrate.files import private_dir, private_file, read_lines, safe_component, within
+from guardrail.calibrate.grading import grade, grade_number, refuses
 from guardrail.errors import InvalidInputError
 from guardrail.scores import TokenScores
+from guardrail.validation import check_int
 
 __all__ = ["Record", "Run", "generate"]
 
@@ -40,7 +42,10 @@ class Record:
 
     @property
     def correct(self) -> bool:
-        """Graded against the item's references (exactly, for numeric items)."""
+        """Graded against the item's references (exactly, for numeric items); for an
+        unanswerable RAG item only a refusal is correct."""
+        if self.item.unanswerable:
+            return refuses(self.text)
         if self.item.numeric:
             return grade_number(self.text, int(self.item.answers[0]), self.item.question)
         return grade(self.text, self.item.answers)
@@ -48,6 +53,7 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The cache row: question, references, text, token ids and the four statistics."""
         row: dict[str, Any] = {
+            "key": self.item.key,
             "question": self.item.question,
             "answers": list(self.item.answers),
             "numeric": self.item.numeric,
@@ -66,7 +72,9 @@ class Record:
 
 
 def _cache_file(guard: Any, dataset: Dataset, settings: dict[str, Any], cache: Path) -> Path:
-    """``generations/<model>-<hash>/<dataset>.jsonl``; the hash covers model and settings."""
+    """``generations/<model>-<hash>/<dataset>.jsonl``; the hash covers model and settings.
+
+    Both names become safe path components (``Guard(name="../../x")`` stays in the cache)."""
     key = json.dumps(
         {
             "model": guard.fingerprint.model_dump(),
@@ -76,21 +84,23 @@ def _cache_file(guard: Any, dataset: Dataset, settings: dict[str, Any], cache: P
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-    base = dataset.name.split("[")[0].split("/")[0].replace(":", "-") or "data"
-    return cache / "generations" / f"{guard.fingerprint.name}-{digest}" / f"{base}.jsonl"
+    base = safe_component(dataset.name.split("[")[0].split("/")[0].replace(":", "-"))
+    folder = safe_component(f"{guard.fingerprint.name}-{digest}", fallback=digest)
+    return within(cache, cache / "generations" / folder / f"{base}.jsonl")
 
 
 def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    """Cached rows by question; a truncated last line (interrupted run) is ignored."""
+    """Cached rows by item key; a truncated last line (interrupted run) is ignored."""
     rows: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_lines(path, max_line=1 << 24):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(row, dict) and isinstance(row.get("question"), str):
-                rows[row["question"]] = row
+                key = row.get("key")
+                rows[key if isinstance(key, str) else row["question"]] = row
     return rows
 
 
@@ -139,19 +149,23 @@ def generate(
     """
     if not dataset.items:
         raise InvalidInputError(f"dataset {dataset.name!r} is empty")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("max_new_tokens", max_new_tokens, minimum=1)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False}
     root = cache_root() if cache is True else (Path(cache) if cache else None)
     path = _cache_file(guard, dataset, settings, root) if root else None
-    rows = {}
-    for cached in sorted(path.parent.glob("*.jsonl")) if path else []:  # any dataset of this model and settings
-        rows.update(_read_cache(cached))
-    missing = list(dict.fromkeys(i.question for i in dataset.items if i.given is None and i.question not in rows))
+    wanted = {i.key for i in dataset.items if i.given is None}
+    rows = _read_cache(path) if path else {}
+    others = sorted(p for p in path.parent.glob("*.jsonl") if p != path) if path else []
+    for cached in others if not wanted <= rows.keys() else []:  # any dataset of this model and settings
+        rows = {**_read_cache(cached), **rows}
+    missing = list(dict.fromkeys(i.key for i in dataset.items if i.given is None and i.key not in rows))
     started = time.perf_counter()
     if missing:
         rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress))
     seconds = time.perf_counter() - started
     records = tuple(
-        _record(item, rows[item.question]) if item.given is None else _forced(guard, item) for item in dataset.items
+        _record(item, rows[item.key]) if item.given is None else _forced(guard, item) for item in dataset.items
     )
     return Run(dataset.name, records, len(missing), seconds, path)
 
@@ -162,11 +176,12 @@ def _record(item: Item, row: dict[str, Any]) -> Record:
 
 
 def _forced(guard: Any, item: Item) -> Record:
-    """The item's given answer scored teacher-forced after its raw-text prompt (not cached)."""
+    """The item's given answer scored teacher-forced after its prompt (raw text unless
+    ``item.chat``; not cached)."""
     assert item.given is not None
     # An explicit whole-answer span keeps the guard's own localizer (maybe an LLM call) out of
     # it: :func:`locate` localizes every record afterwards.
-    verdict = guard.check(item.question, item.given, raw=True, span=(0, len(item.given)))
+    verdict = guard.check(item.question, item.given, raw=not item.chat, span=(0, len(item.given)))
     return Record(item, item.given, verdict.best.scores)
 
 
@@ -179,21 +194,43 @@ def _generate_missing(
     max_new_tokens: int,
     progress: bool,
 ) -> dict[str, dict[str, Any]]:
-    by_question = {i.question: i for i in dataset.items}
+    by_key = {i.key: i for i in dataset.items}
     if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
     rows: dict[str, dict[str, Any]] = {}
     with _progress(len(questions), progress) as bar:
         for start in range(0, len(questions), batch_size):
             chunk = questions[start : start + batch_size]
-            verdicts = guard.ask_batch(chunk, batch_size=batch_size, max_new_tokens=max_new_tokens)
+            prompts = [by_key[k].prompt() for k in chunk]
+            verdicts = guard.ask_batch(prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
             new = [
-                Record(by_question[q], v.best.answer, v.best.scores).to_json()
-                for q, v in zip(chunk, verdicts, strict=True)
+                Record(by_key[k], v.best.answer, v.best.scores).to_json() for k, v in zip(chunk, verdicts, strict=True)
             ]
             if path:
-                with path.open("a", encoding="utf-8") as out:
+                with private_file(path, "a") as out:
                     out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
-            rows.update((r["question"], r) for r in new)
+            rows.update((r["key"], r) for r in new)
             bar.update(len(chunk))
     return rows
+
+
+def retry_verdicts(guard: Any, records: list[Record], *, batch_size: int = 16, max_new_tokens: int = 32) -> list[Any]:
+    """The guard's verdicts (under its own policy, e.g. retry) on the questions of ``records``.
+
+    Not cached: retries sample. Items without context go through :meth:`Guard.ask_batch`;
+    RAG items one by one, localized in their question (as the integrations do).
+    """
+    check_int("batch_size", batch_size, minimum=1)
+    if any(r.item.given is not None for r in records):
+        raise InvalidInputError("a retry policy needs generated answers; this dataset scores given answers")
+    plain = [i for i, r in enumerate(records) if r.item.context is None]
+    found: dict[int, Any] = {}
+    for start in range(0, len(plain), batch_size):
+        chunk = plain[start : start + batch_size]
+        questions = [records[i].item.question for i in chunk]
+        verdicts = guard.ask_batch(questions, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        found.update(zip(chunk, verdicts, strict=True))
+    for i, record in enumerate(records):
+        if record.item.context is not None:
+            found[i] = guard.ask(record.item.prompt(), localize_in=record.item.question, max_new_tokens=max_new_tokens)
+    return [found[i] for i in range(len(records))]

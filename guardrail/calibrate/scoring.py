@@ -60,7 +60,9 @@ BASELINES: tuple[tuple[str, Scorer], ...] = (
     ("min token log-prob", Scorer("logprob", "min", "whole")),
     ("logit (min token logit)", Scorer("logit_energy", "max", "whole")),
     ("mean entropy", Scorer("entropy", "mean", "whole")),
+    ("max entropy", Scorer("entropy", "max", "whole")),
     ("marginal energy min", Scorer("marginal_energy", "min", "heuristic")),
+    ("−ΔE min, heuristic span (the paper's)", Scorer("spilled_energy", "min", "heuristic")),
 )
 
 

@@ -113,3 +113,52 @@ def test_threshold_metrics() -> None:
     assert (m.precision, m.recall, m.flag_rate, m.false_flag_rate) == (0.5, 0.5, 0.5, 0.5)
     none = threshold_metrics(scores, labels, 1.0)
     assert none.precision == 0.0 and none.recall == 0.0 and none.f1 == 0.0
+
+
+def _brute_threshold(scores: np.ndarray, labels: np.ndarray, limit: float | None) -> tuple[float, float]:
+    """(recall, false-flag rate) of the best cut, by trying every cut."""
+    from guardrail.calibrate.metrics import threshold_metrics
+
+    values = np.unique(scores)
+    cuts = np.concatenate([[values[0] - 1], (values[:-1] + values[1:]) / 2, [values[-1] + 1]])
+    results = [threshold_metrics(scores, labels, float(c)) for c in cuts]
+    if limit is None:
+        best = max(results, key=lambda r: (r.f1, -r.flag_rate))
+    else:
+        best = max((r for r in results if r.false_flag_rate <= limit), key=lambda r: (r.recall, -r.flag_rate))
+    return best.recall, best.false_flag_rate
+
+
+@pytest.mark.parametrize("limit", [None, 0.0, 0.1, 0.25])
+def test_choose_threshold_matches_trying_every_cut(limit: float | None) -> None:
+    from guardrail.calibrate.metrics import choose_threshold
+
+    rng = np.random.default_rng(4)
+    labels = rng.random(300) < 0.4
+    scores = np.round(rng.normal(labels * 1.0, 1.0), 1)  # ties on purpose
+    chosen = choose_threshold(scores, labels, limit)
+    assert (chosen.recall, chosen.false_flag_rate) == pytest.approx(_brute_threshold(scores, labels, limit))
+    if limit is not None:
+        assert chosen.false_flag_rate <= limit
+
+
+def test_choose_threshold_unreachable_rate() -> None:
+    from guardrail.calibrate.metrics import choose_threshold
+    from guardrail.errors import CalibrationError
+
+    labels = np.array([True, False, True, False])
+    with pytest.raises(CalibrationError, match="lowest false-flag rate that flags one is 0.500"):
+        choose_threshold(np.array([1.0, 1.0, 0.0, 0.0]), labels, 0.2)
+
+
+def test_risk_coverage() -> None:
+    from guardrail.calibrate.metrics import risk_coverage
+
+    labels = np.array([False, False, True, True])  # true = wrong
+    perfect = risk_coverage(np.array([0.0, 1.0, 2.0, 3.0]), labels, threshold=1.5)
+    assert perfect.coverage == 0.5 and perfect.selective_accuracy == 1.0 and perfect.accuracy == 0.5
+    np.testing.assert_allclose(perfect.curve_risk, [0, 0, 1 / 3, 1 / 2])
+    assert perfect.aurc == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
+    worst = risk_coverage(np.array([3.0, 2.0, 1.0, 0.0]), labels, threshold=10.0)
+    assert worst.coverage == 1.0 and worst.selective_accuracy == 0.5 and worst.aurc > perfect.aurc
+    assert np.isnan(risk_coverage(np.array([1.0, 2.0]), np.array([True, False]), threshold=-1).selective_accuracy)

@@ -93,3 +93,46 @@ def test_locate_and_score(tiny_guard: Any) -> None:
         standard_localizers(None, ("llm",))
     with pytest.raises(InvalidInputError, match="empty"):
         generate(tiny_guard, Dataset("none", ()), cache=False)
+
+
+def test_cache_is_private_and_stays_inside(tiny_model: Any, tiny_tokenizer: Any, tmp_path: Path) -> None:
+    """Before: the folder took the model name as is, so ``../../x`` wrote outside the cache, and
+    files were 0644 in 0755 folders."""
+    import stat
+
+    from guardrail.guard import Guard
+
+    guard = Guard(tiny_model, tiny_tokenizer, max_new_tokens=2, name="../../x")
+    dataset = Dataset("../../evil", (Item("what is a city ?", ("rome",)),))
+    cache = tmp_path / "cache"
+    run = generate(guard, dataset, batch_size=1, max_new_tokens=2, cache=cache, progress=False)
+    path = run.cache_file
+    assert path is not None and path.is_file()
+    assert cache.resolve() in path.resolve().parents and not list(tmp_path.glob("x*"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_generate_checks_sizes_first(tiny_guard: Any, tmp_path: Path) -> None:
+    dataset = Dataset("tiny", (Item("what is a city ?", ("rome",)),))
+    with pytest.raises(InvalidInputError, match="`batch_size` must be an int >= 1"):
+        generate(tiny_guard, dataset, batch_size=0, cache=tmp_path, progress=False)
+    with pytest.raises(InvalidInputError, match="`max_new_tokens` must be an int >= 1"):
+        generate(tiny_guard, dataset, max_new_tokens=0, cache=tmp_path, progress=False)
+
+
+def test_rag_items_are_cached_by_their_whole_prompt(tiny_guard: Any, tmp_path: Path) -> None:
+    question = "what is the capital of france ?"
+    dataset = Dataset(
+        "rag",
+        (
+            Item(question, ("paris",), context="paris is the capital of france ."),
+            Item(question, ("paris",), context="rome is a city .", unanswerable=True),
+        ),
+    )
+    run = generate(tiny_guard, dataset, batch_size=2, max_new_tokens=3, cache=tmp_path, progress=False)
+    assert run.generated == 2 and [r.item for r in run.records] == list(dataset.items)
+    assert generate(tiny_guard, dataset, batch_size=2, max_new_tokens=3, cache=tmp_path, progress=False).generated == 0
+    # an unanswerable item is correct only when the answer refuses
+    assert Record(dataset.items[1], "I don't know.", run.records[1].scores).correct
+    assert not Record(dataset.items[1], "Paris.", run.records[1].scores).correct

@@ -85,7 +85,8 @@ def test_calibrate_then_evaluate_cross_task(
     assert set(items[0]) == {"question", "answer", "correct", "score", "flagged", "span"}
     assert all(item["flagged"] == (item["score"] > calibration.threshold) for item in items)
     page = (report / "index.html").read_text()
-    assert "ROC" in page and all((report / f).stat().st_size > 1000 for f in ("roc.png", "histogram.png", "tokens.png"))
+    assert "ROC" in page and "risk–coverage" in page
+    assert all((report / f).stat().st_size > 1000 for f in ("roc.png", "risk.png", "histogram.png", "tokens.png"))
 
 
 def test_evaluate_text_with_shipped_default(
@@ -167,7 +168,7 @@ def test_data_commands(capsys: pytest.CaptureFixture[str]) -> None:
     listing = capsys.readouterr().out
     assert "capitals" in listing and "qa-wikidata" in listing
     assert main(["data", "fetch", "nope"]) == 2
-    assert "qa-wikidata" in capsys.readouterr().err
+    assert "`name` must be bigbench" in capsys.readouterr().err
 
 
 def test_shipped_default_calibration(real_guard: object) -> None:
@@ -182,3 +183,27 @@ def test_shipped_default_calibration(real_guard: object) -> None:
     report = shipped.report
     assert report is not None and report.n >= 700 and "qa-wikidata" in report.data and "validation part" in report.data
     assert report.auroc_low > 0.75  # cross-validated on the dev split; held-out numbers: docs/benchmarks.md
+
+
+def test_calibrate_leave_one_task_out_then_evaluate_retry(
+    bundled: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "loto.json"
+    argv = ["calibrate", "--data", "capitals@24+countries:continent@24", "--out", str(out), "--no-cache", "--quiet"]
+    assert main([*argv, "--seed", "3", "--no-research", "--metrics", "logprob,entropy,spilled_energy"]) == 0
+    printed = capsys.readouterr().out
+    assert "leave-one-task-out over 2 dev tasks" in printed and "chosen (best shippable)" in printed
+    assert "expected recall" in printed and "ablation" in printed
+    calibration = Calibration.load(out)
+    assert calibration.goal == "false-flag-rate=0.15" and calibration.report is not None
+    assert "leave-one-task-out" in (calibration.report.selection or "")
+    assert calibration.report.false_flag_rate is not None and calibration.report.false_flag_rate <= 0.15
+
+    argv = ["evaluate", "--data", "capitals@8", "--seed", "5", "--calibration", str(out), "--json", "--no-cache"]
+    assert main([*argv, "--quiet", "--policy", "retry", "--max-attempts", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    risk, retry = summary["risk_coverage"], summary["retry"]
+    assert 0 <= risk["coverage"] <= 1 and risk["aurc_optimal"] <= risk["aurc"] + 1e-9
+    assert retry["n"] == summary["n"] and 1 <= retry["mean_attempts"] <= 2 and retry["max_attempts"] == 2
+    assert 0 <= retry["final_accuracy"] <= 1 and summary["calibration"]["expected"]["recall"] > 0
+    assert summary["best_baseline"]["name"] in {b["name"] for b in summary["baselines"]}

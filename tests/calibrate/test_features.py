@@ -1,0 +1,63 @@
+"""Feature columns: runtime ones match the core's pooling; research normalisations by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guardrail.calibrate.datasets import Item
+from guardrail.calibrate.features import Column, runtime_columns
+from guardrail.calibrate.runs import Record
+from guardrail.calibrate.scoring import Scored
+from guardrail.errors import InvalidInputError
+from guardrail.localize import Span
+from guardrail.scores import TokenScores
+
+# "The capital is Brasília." as tokens: "The", " capital", " is", " Bras", "ília", "."
+TEXT = "The capital is Brasília."
+OFFSETS = [(0, 3), (3, 11), (11, 14), (14, 19), (19, 23), (23, 24)]
+CHOSEN = np.array([5.0, 6.0, 7.0, 8.0, 2.0, 9.0])
+NEXT = np.array([10.0, 10.0, 10.0, 9.0, 10.0, 10.0])
+
+
+def _scored() -> Scored:
+    scores = TokenScores(np.arange(6), CHOSEN, np.full(6, 10.0), NEXT, np.linspace(0.1, 0.6, 6))
+    record = Record(Item("What is the capital of Brazil?", ("Brasília",)), TEXT, scores)
+    return Scored([record], {"heuristic": [Span(3, 5, 14, 23, " Brasília", "heuristic")]}, [OFFSETS])
+
+
+def test_runtime_columns_are_the_core_pooling() -> None:
+    scored = _scored()
+    columns = runtime_columns(["heuristic"])
+    assert len(columns) == 24 and all(c.runtime for c in columns)
+    column = Column("spilled_energy", "min", "heuristic")
+    assert column.values(scored)[0] == pytest.approx(min(NEXT[3] - CHOSEN[3], NEXT[4] - CHOSEN[4]))
+
+
+@pytest.mark.parametrize(
+    ("pooling", "expected"),
+    [
+        ("sum", (9 - 8) + (10 - 2)),
+        ("length", 2),
+        ("word-min", 9 - 8),  # "ília" continues a word: left out
+        ("inner-min", 10 - 2),  # the span without its first token
+        ("after", 10 - 9),  # "." after the span
+    ],
+)
+def test_research_poolings(pooling: str, expected: float) -> None:
+    column = Column("spilled_energy", pooling, "heuristic")
+    assert not column.runtime and column.energy
+    assert column.values(_scored())[0] == pytest.approx(expected)
+
+
+def test_z_pooling_is_relative_to_the_answer() -> None:
+    delta = NEXT - CHOSEN
+    value = Column("spilled_energy", "z-min", "heuristic").values(_scored())[0]
+    assert value == pytest.approx((delta[3:5].min() - delta.mean()) / delta.std())
+
+
+def test_unknown_columns_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="unknown column"):
+        Column("spilled_energy", "median", "heuristic").values(_scored())
+    with pytest.raises(InvalidInputError, match="'whole' localizer"):
+        Column("logprob", "min", "whole").values(_scored())

@@ -1,0 +1,23 @@
+"""The calibrations chosen leave-one-task-out (general and RAG) load, state their goal and what they expect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import guardrail
+from guardrail.calibration import Calibration
+
+DATA = Path(guardrail.__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["loto_calibration.json", "rag_calibration.json"])
+def test_shipped_calibration_states_goal_and_expectations(name: str) -> None:
+    calibration = Calibration.load(DATA / name)
+    assert calibration.goal.startswith("false-flag-rate=")
+    limit = float(calibration.goal.split("=")[1])
+    report = calibration.report
+    assert report is not None and report.false_flag_rate is not None and report.false_flag_rate <= limit
+    assert report.recall > 0 and "leave-one-task-out" in (report.selection or "")
+    assert calibration.model is not None and calibration.model.name == "SmolLM2-135M-Instruct-Q4_1"
