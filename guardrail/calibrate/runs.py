@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from guardrail.calibrate.datasets import Dataset, Item, cache_root
+from guardrail.calibrate.engines import Engine, EngineError, LocalEngine
 from guardrail.calibrate.grading import grade, grade_number
 from guardrail.errors import InvalidInputError
 from guardrail.scores import TokenScores
@@ -124,6 +125,7 @@ def generate(
     max_new_tokens: int = 32,
     cache: Path | bool | None = True,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> Run:
     """Answer every question of ``dataset`` (greedy), reusing and extending the cache.
 
@@ -136,6 +138,9 @@ def generate(
         max_new_tokens: answer length limit.
         cache: ``True`` for ``$SPILLGUARD_CACHE``, a directory, or ``False``/``None`` for none.
         progress: show a progress bar on stderr.
+        engine: who answers the missing questions (:mod:`guardrail.calibrate.engines`);
+            default :class:`~guardrail.calibrate.engines.LocalEngine`, this process. The cache
+            is read and written here whatever the engine.
     """
     if not dataset.items:
         raise InvalidInputError(f"dataset {dataset.name!r} is empty")
@@ -148,7 +153,8 @@ def generate(
     missing = list(dict.fromkeys(i.question for i in dataset.items if i.given is None and i.question not in rows))
     started = time.perf_counter()
     if missing:
-        rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress))
+        engine = engine or LocalEngine()
+        rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress, engine))
     seconds = time.perf_counter() - started
     records = tuple(
         _record(item, rows[item.question]) if item.given is None else _forced(guard, item) for item in dataset.items
@@ -178,22 +184,31 @@ def _generate_missing(
     batch_size: int,
     max_new_tokens: int,
     progress: bool,
+    engine: Engine,
 ) -> dict[str, dict[str, Any]]:
+    """Have ``engine`` answer ``questions``; append each answer to the cache as it arrives.
+
+    An answer to a question not asked, or asked and already answered, is dropped, so the cache
+    holds every question once whatever the engine retried; a question left unanswered is an
+    :class:`EngineError`.
+    """
     by_question = {i.question: i for i in dataset.items}
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, Any]] = {}
+    pending = set(questions)
     with _progress(len(questions), progress) as bar:
-        for start in range(0, len(questions), batch_size):
-            chunk = questions[start : start + batch_size]
-            verdicts = guard.ask_batch(chunk, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            new = [
-                Record(by_question[q], v.best.answer, v.best.scores).to_json()
-                for q, v in zip(chunk, verdicts, strict=True)
-            ]
-            if path:
+        for answers in engine.answer(guard, questions, batch_size=batch_size, max_new_tokens=max_new_tokens):
+            new = []
+            for answer in answers:
+                if answer.question in pending:
+                    pending.discard(answer.question)
+                    new.append(Record(by_question[answer.question], answer.text, answer.scores).to_json())
+            if path and new:
                 with path.open("a", encoding="utf-8") as out:
                     out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
             rows.update((r["question"], r) for r in new)
-            bar.update(len(chunk))
+            bar.update(len(new))
+    if pending:
+        raise EngineError(f"the engine returned no answer to {len(pending)} of {len(questions)} questions")
     return rows
