@@ -4,6 +4,7 @@ rerun regenerates only what is missing, whichever engine wrote the rest (tiny mo
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 
 from guardrail.calibrate.datasets import Dataset, Item
 from guardrail.calibrate.engines import Answer, EngineError, LocalEngine, batches
-from guardrail.calibrate.ray_engine import RayEngine
+from guardrail.calibrate.ray_engine import RayEngine, _Replica
 from guardrail.calibrate.runs import generate
-from guardrail.errors import InvalidInputError
+from guardrail.errors import ContextLengthError, InvalidInputError
+from guardrail.guard import Guard
 
 DATA = Dataset(
     "tiny",
@@ -105,3 +107,27 @@ def test_ray_engine_arguments_are_checked_before_any_cluster() -> None:
     with pytest.raises(InvalidInputError, match="`retries`"):
         RayEngine(dict, retries=-1)
     assert RayEngine(dict).cpus_per_replica == 0.5  # a fraction by default
+
+
+def _row(replica: _Replica, questions: list[str], max_new_tokens: int = 4) -> Any:
+    out = replica({"questions": np.array([json.dumps(questions)])}, batch_size=2, max_new_tokens=max_new_tokens)
+    (blob,) = out["answers"]
+    return pickle.loads(blob)
+
+
+def test_a_replica_answers_rows_of_batches_and_returns_the_guards_errors(tiny_guard: Guard) -> None:
+    fingerprint = tiny_guard.fingerprint.model_dump()
+    replica = _Replica(lambda: tiny_guard, fingerprint)
+    questions = [i.question for i in DATA.items[:3]]
+    answers = _row(replica, questions)
+    expected = tiny_guard.ask_batch(questions[:2], batch_size=2, max_new_tokens=4)
+    assert [a.question for a in answers] == questions and answers[0].text == expected[0].best.answer
+    assert isinstance(_row(replica, questions, max_new_tokens=1000), ContextLengthError)  # raised on the driver
+
+
+def test_a_replica_that_loads_another_model_says_so(tiny_model: Any, tiny_tokenizer: Any, tiny_guard: Guard) -> None:
+    impostor = _Replica(
+        lambda: Guard(tiny_model, tiny_tokenizer, name="another-model"), tiny_guard.fingerprint.model_dump()
+    )
+    error = _row(impostor, ["what is a city ?"])
+    assert isinstance(error, EngineError) and "a replica loaded another model" in str(error)

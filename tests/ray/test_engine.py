@@ -21,7 +21,6 @@ from guardrail.calibrate.runs import generate
 from guardrail.cli import main
 from guardrail.errors import ContextLengthError, InvalidInputError
 from guardrail.guard import Guard
-from guardrail.loading import load_default
 
 pytestmark = pytest.mark.integration
 
@@ -71,14 +70,14 @@ class Interrupted(RayEngine):
 
 
 def test_an_interrupted_ray_run_resumes_with_either_engine(ray_cluster: str, real_guard: Guard, tmp_path: Path) -> None:
-    data = load("capitals", limit=6, seed=3)
+    data = load("capitals", limit=4, seed=3)
     options: dict[str, Any] = {"batch_size": 2, "max_new_tokens": 8, "cache": tmp_path, "progress": False}
     with pytest.raises(KeyboardInterrupt):
         generate(real_guard, data, engine=Interrupted(Guard.default), **options)
     path = next(tmp_path.glob("generations/*/capitals.jsonl"))
     assert len(_cached(path)) == 2  # the batch that came back was kept
     resumed = generate(real_guard, data, engine=RayEngine(Guard.default), **options)
-    assert resumed.generated == 4
+    assert resumed.generated == 2
     assert generate(real_guard, data, **options).generated == 0  # the local engine reads what Ray wrote
     assert sorted(_cached(path)) == sorted(i.question for i in data.items)
 
@@ -101,12 +100,12 @@ def _crash_once(marker: Path, question: str) -> Any:
 def test_a_crashed_replica_is_restarted_and_its_batch_retried_once(
     ray_cluster: str, real_guard: Guard, tmp_path: Path
 ) -> None:
-    data = load("capitals", limit=6, seed=4)
+    data = load("capitals", limit=4, seed=4)
     marker = tmp_path / "crashed"
-    engine = RayEngine(functools.partial(_crash_once, marker, data.items[3].question), replicas=2, retries=2)
+    engine = RayEngine(functools.partial(_crash_once, marker, data.items[2].question), replicas=2, retries=2)
     run = generate(real_guard, data, batch_size=2, max_new_tokens=8, cache=tmp_path, progress=False, engine=engine)
     assert marker.exists()  # a replica did die
-    assert run.generated == 6 and run.cache_file is not None
+    assert run.generated == 4 and run.cache_file is not None
     assert sorted(_cached(run.cache_file)) == sorted(i.question for i in data.items)  # each exactly once
 
 
@@ -114,9 +113,6 @@ def test_the_guards_errors_come_back_as_they_are(ray_cluster: str, real_guard: G
     data = load("capitals", limit=2)
     with pytest.raises(ContextLengthError, match="exceeds the model's context of 8192 tokens"):
         generate(real_guard, data, max_new_tokens=10**6, cache=False, progress=False, engine=RayEngine(Guard.default))
-    impostor = functools.partial(lambda: Guard(*load_default(), name="another-model"))
-    with pytest.raises(EngineError, match="a replica loaded another model"):
-        generate(real_guard, data, max_new_tokens=4, cache=False, progress=False, engine=RayEngine(impostor))
 
 
 def test_a_replica_no_node_can_hold_is_refused_at_once(ray_cluster: str, real_guard: Guard) -> None:

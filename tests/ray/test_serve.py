@@ -27,7 +27,6 @@ QUESTIONS = (
     "What is the capital of Japan?",
     "What is the capital of Honduras?",
     "What is the capital of Mali?",
-    "Who wrote the play Romeo and Juliet?",
 )
 
 
