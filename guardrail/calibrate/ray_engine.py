@@ -29,6 +29,7 @@ import os
 import pickle
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -114,18 +115,21 @@ class RayEngine:
     ) -> Iterator[list[Answer]]:
         """See :meth:`guardrail.calibrate.engines.Engine.answer`."""
         rows = [{"questions": json.dumps(chunk, ensure_ascii=False)} for chunk in batches(questions, batch_size)]
+        if not rows:
+            return
         ray = require_ray()
         self._check_factory(ray)
         started = connect(self.address)
         try:
             self._check_fits(ray)
-            dataset = self._dataset(ray, rows, guard.fingerprint.model_dump(), batch_size, max_new_tokens)
-            for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
-                results = [pickle.loads(blob) for blob in batch["answers"]]
-                for result in results:
-                    if isinstance(result, SpillguardError):
-                        raise result
-                yield [answer for result in results for answer in result]
+            with _quiet_ray_data():
+                dataset = self._dataset(ray, rows, guard.fingerprint.model_dump(), batch_size, max_new_tokens)
+                for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
+                    results = [pickle.loads(blob) for blob in batch["answers"]]
+                    for result in results:
+                        if isinstance(result, SpillguardError):
+                            raise result
+                    yield [answer for result in results for answer in result]
         finally:
             if started:
                 ray.shutdown()
@@ -133,11 +137,8 @@ class RayEngine:
     def _dataset(
         self, ray: Any, rows: list[dict[str, str]], fingerprint: dict[str, Any], batch_size: int, max_new_tokens: int
     ) -> Any:
-        from ray.data import ActorPoolStrategy, DataContext
+        from ray.data import ActorPoolStrategy
 
-        context = DataContext.get_current()
-        context.enable_progress_bars = False  # the run shows its own progress bar
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "execution started", "progress bars disabled"
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing ``max_restarts``/``max_task_retries`` through
@@ -179,6 +180,22 @@ class RayEngine:
                 f"{self.gpus_per_replica:g} GPU (the cluster has {total.get('CPU', 0):g} CPUs, "
                 f"{total.get('GPU', 0):g} GPUs); lower --cpus-per-replica/--gpus-per-replica or add nodes"
             )
+
+
+@contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """No Ray Data progress bars (the run shows its own) nor "execution started" lines, meanwhile."""
+    from ray.data import DataContext
+
+    context, logger = DataContext.get_current(), logging.getLogger("ray.data")
+    bars, level = context.enable_progress_bars, logger.level
+    context.enable_progress_bars = False
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = bars
+        logger.setLevel(level)
 
 
 class _Replica:

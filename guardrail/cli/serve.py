@@ -14,9 +14,11 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from guardrail.calibration import Calibration
@@ -85,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted (Ctrl-C or SIGTERM), then remove the application."""
     if importlib.util.find_spec("ray") is None:
         raise SpillguardError(f"`spillguard serve` needs Ray Serve: {INSTALL_HINT}")
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if local and args.model and not Path(args.model).exists():  # on a cluster, the path is the nodes' business
+        raise InvalidInputError(f"`--model` {args.model!r} does not exist; spillguard loads local models only")
     cpus = DEFAULT_CPUS_PER_REPLICA if args.cpus_per_replica is None else args.cpus_per_replica
     app = _application(
         args,
@@ -104,15 +109,17 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(app, name=args.name, route_prefix="/")
-        print(
-            f"spillguard serve: http://{args.host}:{args.port}/v1 (POST /v1/chat/completions); "
-            f"application {args.name!r}; Ctrl-C stops",
-            flush=True,
-        )
-        stop.wait()
+        try:
+            serve.run(app, name=args.name, route_prefix="/")
+            print(
+                f"spillguard serve: http://{args.host}:{args.port}/v1 (POST /v1/chat/completions); "
+                f"application {args.name!r}; Ctrl-C stops",
+                flush=True,
+            )
+            stop.wait()
+        finally:
+            serve.delete(args.name)
     finally:
-        serve.delete(args.name)
         if started:
             ray.shutdown()
     return 0

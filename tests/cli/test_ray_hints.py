@@ -50,3 +50,16 @@ def test_the_python_entry_points_raise_spillguard_errors_with_the_hint() -> None
     done = _without_ray(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(HINT) == 2
+
+
+def test_serve_refuses_bad_options_before_any_cluster_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    from guardrail.cli import main
+
+    assert main(["serve", "--model", "/no/such/model"]) == 2
+    assert "`--model` '/no/such/model' does not exist" in capsys.readouterr().err
+    assert main(["serve", "--num-replicas", "2", "--autoscaling-config", '{"min_replicas": 1}']) == 2
+    assert "Ray Serve refused the deployment options" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--num-replicas", "0"])
+    assert "must be a count >= 1 or 'auto'" in capsys.readouterr().err
