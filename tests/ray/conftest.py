@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -56,3 +57,13 @@ def watchdog() -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread in this process, as in a replica of < 2 CPUs: float32 sums then agree
+    with the replica's bit for bit (they depend on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

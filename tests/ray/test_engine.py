@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from guardrail.calibrate.datasets import load
 from guardrail.calibrate.engines import Answer, EngineError
@@ -23,15 +22,6 @@ from guardrail.errors import ContextLengthError, InvalidInputError
 from guardrail.guard import Guard
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Torch on one thread here, as in a replica of < 2 CPUs: float32 sums then agree bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cached(path: Path) -> list[str]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 
 from guardrail.guard import Guard
 
@@ -59,15 +58,6 @@ def server(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             from ray import serve
 
             serve.shutdown()  # the HTTP proxy and the controller the command started
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Torch on one thread here, as in the replica (0.5 CPU): float32 sums then agree bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_concurrent_requests_get_the_verdicts_of_guard_ask(server: str, real_guard: Guard, one_thread: None) -> None:
