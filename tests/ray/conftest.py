@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-WATCHDOG_S = 240
+WATCHDOG_S = 420  # generous for a loaded machine; what matters is that it is finite
 CPUS = 2  # as in CI: two cores, so replicas must not take them all
 
 
@@ -45,18 +46,26 @@ def ray_cluster() -> Iterator[str]:
             os.environ[switch] = before
 
 
-@pytest.fixture(autouse=True)
-def watchdog() -> Iterator[None]:
+@contextmanager
+def deadline(seconds: int = WATCHDOG_S) -> Iterator[None]:
+    """Raise :class:`TimeoutError` in the block after ``seconds`` (SIGALRM; the main thread only)."""
+
     def expire(signum: int, frame: FrameType | None) -> Any:
-        raise TimeoutError(f"a Ray test ran over {WATCHDOG_S} s: something waits for what never comes")
+        raise TimeoutError(f"a Ray test ran over {seconds} s: something waits for what never comes")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(WATCHDOG_S)
+    signal.alarm(seconds)
     try:
         yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(autouse=True)
+def watchdog() -> Iterator[None]:
+    with deadline():
+        yield
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from guardrail.guard import Guard
+from tests.ray.conftest import deadline
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +46,14 @@ def server(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert process.stdout is not None
     try:
-        ready = process.stdout.readline()  # printed once the replica answers
+        with deadline():
+            ready = process.stdout.readline()  # printed once the replica answers
         assert ready.startswith("spillguard serve: http://127.0.0.1"), (ready, log.read_text()[-3000:])
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         process.send_signal(signal.SIGINT)  # as Ctrl-C: the command deletes its application
         try:
-            assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+            assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
         finally:
             process.kill()
             process.stdout.close()
