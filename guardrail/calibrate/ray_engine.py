@@ -124,12 +124,18 @@ class RayEngine:
             self._check_fits(ray)
             with _quiet_ray_data():
                 dataset = self._dataset(ray, rows, guard.fingerprint.model_dump(), batch_size, max_new_tokens)
-                for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
-                    results = [pickle.loads(blob) for blob in batch["answers"]]
-                    for result in results:
-                        if isinstance(result, SpillguardError):
-                            raise result
-                    yield [answer for result in results for answer in result]
+                try:
+                    for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
+                        results = [pickle.loads(blob) for blob in batch["answers"]]
+                        for result in results:
+                            if isinstance(result, SpillguardError):
+                                raise result
+                        yield [answer for result in results for answer in result]
+                except ray.exceptions.RayError as exc:
+                    summary = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise EngineError(
+                        f"the Ray run failed after {self.retries} retries of a replica that died: {summary}"
+                    ) from exc
         finally:
             if started:
                 ray.shutdown()

@@ -97,6 +97,10 @@ def test_a_crashed_replica_is_restarted_and_its_batch_retried_once(
     assert marker.exists()  # a replica did die
     assert run.generated == 4 and run.cache_file is not None
     assert sorted(_cached(run.cache_file)) == sorted(i.question for i in data.items)  # each exactly once
+    marker.unlink()
+    never = RayEngine(functools.partial(_crash_once, marker, data.items[2].question), retries=0)
+    with pytest.raises(EngineError, match="the Ray run failed after 0 retries of a replica that died"):
+        generate(real_guard, data, batch_size=2, max_new_tokens=8, cache=False, progress=False, engine=never)
 
 
 def test_the_guards_errors_come_back_as_they_are(ray_cluster: str, real_guard: Guard) -> None:
