@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from guardrail.calibrate.datasets import Dataset, Item, cache_root
+from guardrail.calibrate.engines import Engine, EngineError, LocalEngine
 from guardrail.calibrate.files import private_dir, private_file, read_lines, safe_component, within
 from guardrail.calibrate.grading import grade, grade_number, refuses
 from guardrail.errors import InvalidInputError
@@ -134,6 +135,7 @@ def generate(
     max_new_tokens: int = 32,
     cache: Path | bool | None = True,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> Run:
     """Answer every question of ``dataset`` (greedy), reusing and extending the cache.
 
@@ -146,6 +148,9 @@ def generate(
         max_new_tokens: answer length limit.
         cache: ``True`` for ``$SPILLGUARD_CACHE``, a directory, or ``False``/``None`` for none.
         progress: show a progress bar on stderr.
+        engine: who answers the missing questions (:mod:`guardrail.calibrate.engines`);
+            default :class:`~guardrail.calibrate.engines.LocalEngine`, this process. The cache
+            is read and written here whatever the engine.
     """
     if not dataset.items:
         raise InvalidInputError(f"dataset {dataset.name!r} is empty")
@@ -162,7 +167,8 @@ def generate(
     missing = list(dict.fromkeys(i.key for i in dataset.items if i.given is None and i.key not in rows))
     started = time.perf_counter()
     if missing:
-        rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress))
+        engine = engine or LocalEngine()
+        rows.update(_generate_missing(guard, dataset, missing, path, batch_size, max_new_tokens, progress, engine))
     seconds = time.perf_counter() - started
     records = tuple(
         _record(item, rows[item.key]) if item.given is None else _forced(guard, item) for item in dataset.items
@@ -188,30 +194,46 @@ def _forced(guard: Any, item: Item) -> Record:
 def _generate_missing(
     guard: Any,
     dataset: Dataset,
-    questions: list[str],
+    keys: list[str],
     path: Path | None,
     batch_size: int,
     max_new_tokens: int,
     progress: bool,
+    engine: Engine,
 ) -> dict[str, dict[str, Any]]:
+    """Have ``engine`` answer the items of ``keys``; append each answer to the cache as it arrives.
+
+    An answer to a question not asked, or asked and already answered, is dropped, so the cache
+    holds every question once whatever the engine retried; a question left unanswered is an
+    :class:`EngineError`.
+    """
     by_key = {i.key: i for i in dataset.items}
     if path:
         private_dir(path.parent)
     rows: dict[str, dict[str, Any]] = {}
-    with _progress(len(questions), progress) as bar:
-        for start in range(0, len(questions), batch_size):
-            chunk = questions[start : start + batch_size]
-            prompts = [by_key[k].prompt() for k in chunk]
-            verdicts = guard.ask_batch(prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            new = [
-                Record(by_key[k], v.best.answer, v.best.scores).to_json() for k, v in zip(chunk, verdicts, strict=True)
-            ]
-            if path:
+    pending = set(keys)
+    prompts = [by_key[k].prompt() for k in keys]
+    with _progress(len(keys), progress) as bar:
+        for answers in engine.answer(guard, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens):
+            new = []
+            for answer in answers:
+                key = _key_of(answer.question)
+                if key in pending:
+                    pending.discard(key)
+                    new.append(Record(by_key[key], answer.text, answer.scores).to_json())
+            if path and new:
                 with private_file(path, "a") as out:
                     out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
             rows.update((r["key"], r) for r in new)
-            bar.update(len(chunk))
+            bar.update(len(new))
+    if pending:
+        raise EngineError(f"the engine returned no answer to {len(pending)} of {len(keys)} questions")
     return rows
+
+
+def _key_of(prompt: object) -> str:
+    """The cache key of a prompt as an engine hands it back (a question, or RAG chat messages)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
 
 
 def retry_verdicts(guard: Any, records: list[Record], *, batch_size: int = 16, max_new_tokens: int = 32) -> list[Any]:

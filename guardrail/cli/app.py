@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from guardrail.cli import bench, runtime, toolkit
+from guardrail.cli import bench, runtime, serve, toolkit
 from guardrail.errors import SpillguardError
 
 __all__ = ["run"]
@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
         "measure detection quality (AUROC, baselines, calibrated precision/recall)",
     ),
     "data": (toolkit.data, toolkit.configure_data, "fetch or list the labelled datasets"),
+    "serve": (serve.run, serve.configure, "serve guarded chat completions over HTTP on Ray Serve (OpenAI-compatible)"),
 }
 
 

@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from guardrail.calibration import Calibration
+from guardrail.cli.cluster import add_engine_options, make_engine  # --engine ray (issue 13)
 from guardrail.cli.options import add_model_option, build_guard
 from guardrail.errors import InvalidInputError, SpillguardError
 from guardrail.localize import LOCALIZERS
@@ -75,6 +76,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_options(parser)  # --engine, --replicas, --cpus-per-replica, --gpus-per-replica, --address
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -224,6 +226,7 @@ def _run(toolkit: ModuleType, args: argparse.Namespace, guard: Any, dataset: Any
         max_new_tokens=args.max_new_tokens,
         cache=not args.no_cache,
         progress=not args.quiet,
+        engine=make_engine(args, guard),
     )
 
 

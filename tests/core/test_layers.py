@@ -17,8 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "guardrail"
-TOOLKIT, CLI = "guardrail.calibrate", "guardrail.cli"
-HOSTS = ("langchain_core", "langchain", "langgraph", "llama_index", "ray")
+TOOLKIT, CLI, SERVE = "guardrail.calibrate", "guardrail.cli", "guardrail.serve"
+HOSTS = ("langchain_core", "langchain", "langgraph", "llama_index")
+RAY = ("ray",)  # imported lazily, only by guardrail.calibrate.ray_engine, guardrail.serve and the CLI
 ADAPTERS = ("langchain_spillguard", "llama_index_spillguard")
 TOOLKIT_ONLY = ("sklearn", "matplotlib", "countryinfo", "tqdm", "jinja2")
 CLI_ONLY = ("rich",)
@@ -42,12 +43,15 @@ def _imports(path: Path) -> set[str]:
 def _layer(module: str) -> str:
     if module.startswith(TOOLKIT):
         return "toolkit"
+    if module.startswith(SERVE):
+        return "serve"
     return "cli" if module.startswith(CLI) else "runtime"
 
 
 FORBIDDEN = {
-    "runtime": (TOOLKIT, CLI, *HOSTS, *ADAPTERS, *TOOLKIT_ONLY, *CLI_ONLY),
-    "toolkit": (CLI, *HOSTS, *ADAPTERS, *CLI_ONLY),
+    "runtime": (TOOLKIT, CLI, SERVE, *HOSTS, *RAY, *ADAPTERS, *TOOLKIT_ONLY, *CLI_ONLY),
+    "toolkit": (CLI, SERVE, *HOSTS, *ADAPTERS, *CLI_ONLY),
+    "serve": (TOOLKIT, CLI, *HOSTS, *ADAPTERS, *TOOLKIT_ONLY, *CLI_ONLY),
     "cli": (*HOSTS, *ADAPTERS),
 }
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -68,11 +72,14 @@ def test_no_core_file_names_an_adapter_package(path: Path) -> None:
 
 
 def test_importing_the_runtime_loads_no_toolkit_cli_or_host() -> None:
-    runtime = [_module(p) for p in SOURCES if _layer(_module(p)) == "runtime"]
-    banned = (TOOLKIT, CLI, "matplotlib", "countryinfo", *HOSTS, *ADAPTERS)
+    _loads_nothing_banned("runtime", (TOOLKIT, CLI, SERVE, "matplotlib", "countryinfo", *HOSTS, *RAY, *ADAPTERS))
+
+
+def _loads_nothing_banned(layer: str, banned: tuple[str, ...]) -> None:
+    modules = [_module(p) for p in SOURCES if _layer(_module(p)) == layer]
     code = (
         "import importlib, sys\n"
-        f"for name in {runtime!r}:\n"
+        f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
         f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r} or m.startswith({banned!r}))\n"
         "assert not loaded, loaded\n"
@@ -80,14 +87,9 @@ def test_importing_the_runtime_loads_no_toolkit_cli_or_host() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_importing_the_toolkit_loads_no_cli_or_host() -> None:
-    toolkit = [_module(p) for p in SOURCES if _layer(_module(p)) == "toolkit"]
-    banned = (CLI, *HOSTS, *ADAPTERS)
-    code = (
-        "import importlib, sys\n"
-        f"for name in {toolkit!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r} or m.startswith({banned!r}))\n"
-        "assert not loaded, loaded\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+def test_importing_the_toolkit_loads_no_cli_host_or_ray() -> None:
+    _loads_nothing_banned("toolkit", (CLI, SERVE, *HOSTS, *RAY, *ADAPTERS))
+
+
+def test_importing_the_server_loads_no_ray_toolkit_or_cli() -> None:
+    _loads_nothing_banned("serve", (TOOLKIT, CLI, *HOSTS, *RAY, *ADAPTERS))
