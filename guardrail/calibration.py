@@ -29,9 +29,23 @@ from guardrail.errors import CalibrationError, CaptureError
 from guardrail.localize import LOCALIZERS, Span
 from guardrail.scores import TokenScores
 
-__all__ = ["SCHEMA_VERSION", "Calibration", "Feature", "ModelFingerprint", "Report", "fingerprint", "weights_sha256"]
+__all__ = [
+    "BUNDLED_CALIBRATIONS",
+    "SCHEMA_VERSION",
+    "Calibration",
+    "Feature",
+    "ModelFingerprint",
+    "Report",
+    "fingerprint",
+    "weights_sha256",
+]
 
 SCHEMA_VERSION = 2
+
+BUNDLED_CALIBRATIONS = ("default", "rag", "loto")
+"""Names of the calibrations shipped for the bundled model (:meth:`Calibration.bundled`)."""
+
+_BUNDLED_DIR = Path(__file__).parent / "data"
 """Version 2 binds the model fingerprint to the weights (``weights_sha256``); version 1 files are
 refused with the advice to re-calibrate."""
 
@@ -163,6 +177,19 @@ class Calibration(_Frozen):
         """The paper's default: ΔE pooled with min over the heuristic span, negated."""
         feature = Feature(metric="spilled_energy", pooling="min", weight=-1.0)
         return cls(features=(feature,), threshold=threshold)
+
+    @classmethod
+    def bundled(cls, name: str = "default") -> Calibration:
+        """A calibration shipped for the bundled SmolLM2-135M-Instruct.
+
+        ``name`` is one of :data:`BUNDLED_CALIBRATIONS`: ``"default"`` (answers from the model's
+        own knowledge; what :meth:`guardrail.Guard.default` uses), ``"rag"`` (answers grounded in
+        retrieved passages: context and question in the prompt) or ``"loto"`` (the detector
+        chosen by leave-one-task-out). ``docs/calibration.md`` says how each was fitted.
+        """
+        if name not in BUNDLED_CALIBRATIONS:
+            raise CalibrationError(f"`name` must be one of {BUNDLED_CALIBRATIONS}, got {name!r}")
+        return cls.load(_BUNDLED_DIR / f"{name}_calibration.json")
 
     def score(self, scores: TokenScores, span: Span) -> float:
         """The span's score, higher = more likely hallucinated; never NaN or infinite."""

@@ -48,7 +48,6 @@ from guardrail.verdict import Attempt, Verdict
 
 __all__ = ["GENERATION_OPTIONS", "Guard"]
 
-_SHIPPED_CALIBRATION = Path(__file__).parent / "data" / "default_calibration.json"
 _FLAG = Policy()
 
 PromptLike = str | Sequence[Message]
@@ -110,10 +109,10 @@ class Guard:
 
     @classmethod
     def default(cls, **kwargs: Any) -> Guard:
-        """The bundled SmolLM2-135M-Instruct with its shipped calibration (if present)."""
+        """The bundled SmolLM2-135M-Instruct with its shipped calibration (``Calibration.bundled()``)."""
         model, tokenizer = load_default()
-        if "calibration" not in kwargs and _SHIPPED_CALIBRATION.is_file():
-            kwargs["calibration"] = Calibration.load(_SHIPPED_CALIBRATION)
+        if "calibration" not in kwargs:
+            kwargs["calibration"] = Calibration.bundled("default")
         return cls(model, tokenizer, name=DEFAULT_MODEL_NAME, **kwargs)
 
     @classmethod
@@ -532,6 +531,15 @@ def _explicit(span: object) -> Localizer:
     raise InvalidInputError(f"`span` must be a substring of the answer or (start, end) ints, got {span!r}")
 
 
+_ENCODER_FAMILIES = frozenset(
+    {
+        "bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie", "megatron-bert",
+        "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta", "xlm-roberta-xl", "xmod",
+    }
+)  # fmt: skip
+"""Encoder families that transformers also builds as causal LMs; causal only with ``is_decoder=True``."""
+
+
 def _check_model(model: Any, tokenizer: Any) -> int:
     """Validate the pair; return the model's vocabulary size (LM-head rows)."""
     if not callable(getattr(model, "generate", None)) or not callable(getattr(model, "get_output_embeddings", None)):
@@ -540,6 +548,13 @@ def _check_model(model: Any, tokenizer: Any) -> int:
         raise ModelError(
             f"`model` ({type(model).__name__}) is an encoder-decoder; spillguard scores decoder-only causal LMs "
             "(AutoModelForCausalLM), whose every forward step reads the tokens it emitted"
+        )
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False):
+        raise ModelError(
+            f"`model` ({type(model).__name__}) is a bidirectional encoder ({config.model_type!r}) loaded with "  # type: ignore[union-attr]
+            "is_decoder=False: every position sees the tokens after it, so its logits are not next-token "
+            "predictions; load it with `is_decoder=True` or use a decoder-only causal LM"
         )
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from guardrail.errors import InvalidInputError, ModelError
+from guardrail.errors import InvalidInputError, ModelError, SpillguardError
 
 __all__ = ["DEFAULT_MODEL_NAME", "bundled_gguf", "cache_root", "load_default", "load_local"]
 
@@ -97,12 +97,51 @@ def load_local(
         raise InvalidInputError(f"`path`={str(path)!r} does not exist; spillguard loads local models only")
     kwargs: dict[str, Any] = {"local_files_only": True}
     if location.is_file():
-        if location.suffix != ".gguf":
-            raise InvalidInputError(f"`path`={str(path)!r} is a file but not a .gguf file")
+        _check_gguf(location, path)
         kwargs["gguf_file"] = location.name
         location = location.parent
-    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    else:
+        _check_checkpoint(location, path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except SpillguardError:
+        raise
+    except Exception as exc:  # a checkpoint can fail in any library below (safetensors, struct, ...)
+        raise ModelError(f"cannot load a causal LM from `path`={str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _check_gguf(location: Path, path: str | os.PathLike[str]) -> None:
+    """A file must be a GGUF file: its name ends in ``.gguf`` and it starts with the GGUF magic."""
+    if location.suffix != ".gguf":
+        raise InvalidInputError(f"`path`={str(path)!r} is a file but not a .gguf file")
+    try:
+        with location.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read `path`={str(path)!r}: {exc}") from exc
+    if magic != b"GGUF":
+        raise ModelError(
+            f"`path`={str(path)!r} does not start with the GGUF magic bytes (got {magic!r}): not a GGUF file"
+        )
+
+
+def _check_checkpoint(location: Path, path: str | os.PathLike[str]) -> None:
+    """A directory must hold a transformers checkpoint: ``config.json`` and weights."""
+    if not location.is_dir():
+        raise InvalidInputError(f"`path`={str(path)!r} is neither a directory nor a regular file")
+    if not (location / "config.json").is_file():
+        raise ModelError(
+            f"`path`={str(path)!r} holds no config.json, so it is not a transformers checkpoint "
+            "(save one with `model.save_pretrained(path)` and `tokenizer.save_pretrained(path)`)"
+        )
+    if not any(any(location.glob(pattern)) for pattern in _WEIGHTS):
+        raise ModelError(
+            f"`path`={str(path)!r} holds no weights (*.safetensors or pytorch_model*.bin), so no model can be loaded"
+        )
