@@ -54,6 +54,8 @@ class Attempt:
             answer, which cannot be scored and is never allowed.
         decoding: how it was generated, e.g. ``"greedy"`` or ``"sample(temperature=0.8, seed=2)"``.
         prompt_tokens: how many tokens the prompt fed to the model had.
+        notes: caveats about how far the score can be trusted (e.g. a given answer too short
+            to judge); empty when there are none.
     """
 
     answer: str
@@ -63,6 +65,7 @@ class Attempt:
     score: float
     decoding: str
     prompt_tokens: int
+    notes: tuple[str, ...] = ()
 
     def to_dict(self, *, per_token: bool = True) -> dict[str, Any]:
         """JSON-ready evidence; a non-finite score becomes ``None``; per-token arrays on request."""
@@ -73,6 +76,7 @@ class Attempt:
             "decoding": self.decoding,
             "prompt_tokens": self.prompt_tokens,
             "answer_tokens": len(self.tokens),
+            "notes": list(self.notes),
         }
         if per_token:
             out.update(tokens=list(self.tokens), **self.scores.to_dict())
@@ -136,6 +140,11 @@ class Verdict:
         return self.best.scores
 
     @property
+    def notes(self) -> tuple[str, ...]:
+        """Caveats about the chosen answer's score (see :attr:`Attempt.notes`)."""
+        return self.best.notes
+
+    @property
     def hallucinated(self) -> bool:
         """Whether the chosen answer scored above the threshold (or could not be scored)."""
         return self.action is not Action.ALLOW
@@ -168,6 +177,7 @@ class Verdict:
             "threshold": self.threshold,
             "hallucinated": self.hallucinated,
             "span": self.span.to_dict(),
+            "notes": list(self.notes),
             "calibration": self.calibration,
             "chosen": self.chosen,
             "attempts": [a.to_dict(per_token=per_token) for a in self.attempts],

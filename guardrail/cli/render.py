@@ -69,5 +69,7 @@ def print_verdict(verdict: Verdict, *, tokens: bool) -> None:
     if verdict.text != verdict.answer:
         console.print(f"  returns: {verdict.text}", markup=False)
     console.print(Text.assemble("  verdict: ", verdict_line(verdict), f"  [{len(verdict.attempts)} attempt(s)]"))
+    for note in verdict.notes:
+        console.print(f"  note   : {note}", markup=False)
     if tokens:
         console.print(token_table(verdict.best))

@@ -22,6 +22,7 @@ from guardrail import (
     Verdict,
 )
 from guardrail.calibration import ModelFingerprint
+from guardrail.guard import SHORT_GIVEN_ANSWER
 from tests.conftest import build_tiny_model
 
 QUESTION = "what is the capital of france ?"
@@ -238,3 +239,18 @@ def test_with_policy_shares_everything_but_the_policy(tiny_model: Any, tiny_toke
     assert careful.ask(QUESTION).text == "no idea" and g.ask(QUESTION).action is Action.FLAG
     with pytest.raises(InvalidInputError, match="`policy` must be a guardrail.Policy"):
         g.with_policy("abstain")  # type: ignore[arg-type]
+
+
+def test_a_short_given_answer_says_its_span_is_too_short_to_judge(tiny_guard: Any) -> None:
+    """``check(question, "Canberra.")`` used to flag right and wrong capitals alike with no word of
+    why: the span is the answer's first tokens, scored mostly by their position."""
+    short = tiny_guard.check(QUESTION, "paris .")
+    assert short.span.start == 0
+    assert short.notes == (SHORT_GIVEN_ANSWER,)
+    assert short.to_dict(per_token=False)["notes"] == [SHORT_GIVEN_ANSWER]
+    assert "too short to judge" in short.notes[0]
+    sentence = tiny_guard.check(QUESTION, "the capital is paris .", span="paris")
+    assert sentence.notes == ()
+    assert sentence.to_dict()["attempts"][0]["notes"] == []
+    generated = tiny_guard.ask(QUESTION)
+    assert generated.notes == ()
