@@ -3,9 +3,12 @@
 The prompt has the common RAG shape: the retrieved context and the question in one human
 message. ``question_key`` tells the guard which part is the question, so the scored span is the
 answer ("1911"), not words copied from the context. The retriever is a tiny keyword-overlap
-``BaseRetriever``. The shipped calibration was fitted on closed-book questions, and these
-answers copied from the context score above its threshold: calibrate on your RAG data before
-gating RAG answers. Run: python examples/langchain_rag.py
+``BaseRetriever``. The model is calibrated for grounded answers: ``Calibration.bundled("rag")``
+was fitted on RAG prompts (context and question in one message) and is what the LlamaIndex
+query engine uses by default. Here it lets "built in 1911" through and still flags the two
+answers that start with the name ("Canberra is the capital..."), whose first token carries the
+position's energy; the default calibration (fitted on closed-book questions) flags all three.
+Run: python examples/langchain_rag.py
 """
 
 import re
@@ -16,6 +19,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 
+from guardrail import Calibration
 from langchain_spillguard import ChatSpillguard, SpillguardRunnable
 
 DOCUMENTS = [
@@ -55,7 +59,11 @@ def main() -> list[tuple[str, str]]:
         [("human", "Answer the question using the context.\n\nContext:\n{context}\n\nQuestion: {question}")]
     )
     context = retriever | (lambda docs: "\n".join(d.page_content for d in docs))
-    chain = {"context": context, "question": RunnablePassthrough()} | prompt | ChatSpillguard(max_tokens=24)
+    chain = (
+        {"context": context, "question": RunnablePassthrough()}
+        | prompt
+        | ChatSpillguard(max_tokens=24, calibration=Calibration.bundled("rag"))
+    )
     guarded = SpillguardRunnable(chain, question_key="question")  # the string input is the question
     found = []
     for question in QUESTIONS:

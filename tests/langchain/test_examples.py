@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from guardrail import Calibration
+
 pytest.importorskip("langchain_core")
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,9 @@ def test_rag_example_scores_the_answer_span_not_the_context(
 ) -> None:
     found = _main("langchain_rag.py")()
     assert [span for _, span in found] == ["Canberra", "Nairobi", "1911"]
-    assert "built in [1911]." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "built in [1911]." in out
+    assert f"threshold {Calibration.bundled('rag').threshold:.2f}" in out  # the RAG calibration gates it
 
 
 def test_agent_example_abstains_on_the_wrong_answer(real_guard: Any) -> None:
