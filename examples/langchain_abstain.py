@@ -9,7 +9,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from guardrail import Policy
 from langchain_spillguard import ChatSpillguard, SpillguardRunnable
 
-QUESTIONS = ["What is the capital of France?", "What is the capital of Mali?"]
+QUESTIONS = ["What is the capital of France?", "What is the capital of Honduras?"]
 
 
 def main() -> list[str]:

@@ -1,7 +1,7 @@
 """A LangChain agent (``create_agent``) whose answers are gated by spilled energy.
 
 SpillguardMiddleware judges every answer of the agent's model: here it abstains on the wrong
-answer the bundled model gives for Mali, and keeps the right one for France. Needs the
+answer the bundled model gives for Honduras, and keeps the right one for France. Needs the
 ``agents`` extra (pip install "spillguard[agents]"). Run: python examples/langchain_agent.py
 """
 
@@ -9,7 +9,7 @@ from langchain.agents import create_agent
 
 from langchain_spillguard import ChatSpillguard, SpillguardMiddleware
 
-QUESTIONS = ["What is the capital of France?", "What is the capital of Mali?"]
+QUESTIONS = ["What is the capital of France?", "What is the capital of Honduras?"]
 
 
 def main() -> list[dict]:

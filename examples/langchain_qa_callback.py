@@ -8,7 +8,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_spillguard import ChatSpillguard, SpillguardCallbackHandler
 
-QUESTIONS = ["What is the capital of France?", "What is the capital of Mali?"]
+QUESTIONS = ["What is the capital of France?", "What is the capital of Honduras?"]
 
 
 def main() -> SpillguardCallbackHandler:

@@ -3,12 +3,9 @@
 The prompt has the common RAG shape: the retrieved context and the question in one human
 message. ``question_key`` tells the guard which part is the question, so the scored span is the
 answer ("1911"), not words copied from the context. The retriever is a tiny keyword-overlap
-``BaseRetriever``. The model is calibrated for grounded answers: ``Calibration.bundled("rag")``
-was fitted on RAG prompts (context and question in one message) and is what the LlamaIndex
-query engine uses by default. Here it lets "built in 1911" through and still flags the two
-answers that start with the name ("Canberra is the capital..."), whose first token carries the
-position's energy; the default calibration (fitted on closed-book questions) flags all three.
-Run: python examples/langchain_rag.py
+``BaseRetriever``. ``Calibration.bundled("rag")`` was fitted on RAG prompts of this shape; it
+lets "built in 1911" through and flags the answers that start with the name ("Canberra is..."),
+whose first token carries the position's energy. Run: python examples/langchain_rag.py
 """
 
 import re

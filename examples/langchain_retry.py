@@ -16,7 +16,7 @@ def main() -> dict:
         prompt | ChatSpillguard(max_tokens=24),
         policy=Policy(on_hallucination="retry", max_attempts=3, after_retries="flag"),
     )
-    message = guard.invoke({"question": "What is the capital of Mali?"})
+    message = guard.invoke({"question": "What is the capital of Honduras?"})
     verdict = message.response_metadata["spillguard"]
     for i, attempt in enumerate(verdict["guard"]["attempts"], start=1):
         print(f"attempt {i} [{attempt['decoding']}]: {attempt['answer']!r} score {attempt['score']:.2f}")

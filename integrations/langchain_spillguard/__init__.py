@@ -2,7 +2,7 @@
 
 >>> from langchain_spillguard import ChatSpillguard, SpillguardRunnable, SpillguardCallbackHandler
 >>> chat = ChatSpillguard()                              # bundled SmolLM2-135M-Instruct
->>> message = chat.invoke("What is the capital of Mali?")
+>>> message = chat.invoke("What is the capital of Honduras?")
 >>> message.response_metadata["spillguard"]["score"]
 
 ``SpillguardMiddleware`` (for ``langchain.agents.create_agent``) needs the ``agents`` extra:

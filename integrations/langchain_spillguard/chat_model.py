@@ -84,7 +84,7 @@ class ChatSpillguard(BaseChatModel):
 
     Example:
         >>> chat = ChatSpillguard(max_tokens=24)
-        >>> message = chat.invoke("What is the capital of Mali?")
+        >>> message = chat.invoke("What is the capital of Honduras?")
         >>> message.response_metadata["spillguard"]["score"]
 
     Args:

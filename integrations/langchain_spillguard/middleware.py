@@ -2,7 +2,7 @@
 
 >>> from langchain.agents import create_agent
 >>> agent = create_agent(ChatSpillguard(), tools=[], middleware=[SpillguardMiddleware("retry")])
->>> agent.invoke({"messages": [{"role": "user", "content": "What is the capital of Mali?"}]})
+>>> agent.invoke({"messages": [{"role": "user", "content": "What is the capital of Honduras?"}]})
 
 It wraps every model call of the agent (``wrap_model_call`` / ``awrap_model_call``) and runs
 the core attempt loop (:func:`guardrail.run_attempts`) on it: each attempt calls the model with

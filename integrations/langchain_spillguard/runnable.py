@@ -1,7 +1,7 @@
 """``SpillguardRunnable``: a Runnable that flags, retries or abstains on high-spill answers.
 
 >>> guarded = SpillguardRunnable(prompt | ChatSpillguard(), policy="retry")
->>> (guarded | StrOutputParser()).invoke({"question": "What is the capital of Mali?"})
+>>> (guarded | StrOutputParser()).invoke({"question": "What is the capital of Honduras?"})
 
 Control flow lives here, not in callbacks: the core's attempt loop
 (:func:`guardrail.run_attempts`) runs the wrapped chain once per attempt. Each retry's

@@ -63,8 +63,8 @@ def test_generate_pass_equals_teacher_forced_pass(bundled: tuple[Any, Any], deco
 
 def test_wrong_answers_score_higher_than_right_ones(real_guard: Guard) -> None:
     right = real_guard.ask("What is the capital of Japan?", max_new_tokens=16)
-    wrong = real_guard.ask("What is the capital of Mali?", max_new_tokens=16)
-    assert "Tokyo" in right.answer and "Bamako" not in wrong.answer
+    wrong = real_guard.ask("What is the capital of Honduras?", max_new_tokens=16)
+    assert "Tokyo" in right.answer and "Tegucigalpa" not in wrong.answer
     assert isinstance(right, Verdict) and wrong.score > right.score
 
 

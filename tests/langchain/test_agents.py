@@ -1,6 +1,6 @@
 """SpillguardMiddleware in real ``langchain.agents.create_agent`` graphs.
 
-On the bundled model, "What is the capital of Mali?" is answered wrongly ("KADAMA") and flagged
+On the bundled model, "What is the capital of Honduras?" is answered wrongly ("Bahia") and flagged
 by the shipped calibration: the agent returns the policy's result. A scripted tiny model with a
 tool-aware template shows what happens to tool-call turns.
 """
@@ -25,7 +25,7 @@ from guardrail import NotGuardedError, Policy
 from langchain_spillguard import ChatSpillguard, SpillguardMiddleware
 from tests.langchain.scripted import WEATHER_CALL, scripted_guard
 
-WRONG = {"messages": [{"role": "user", "content": "What is the capital of Mali?"}]}
+WRONG = {"messages": [{"role": "user", "content": "What is the capital of Honduras?"}]}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_flag_puts_the_verdict_in_the_message_and_the_state(chat: ChatSpillguard
     agent = create_agent(chat, tools=[], middleware=[SpillguardMiddleware()])
     result = _run(agent, WRONG, mode)
     answer = result["messages"][-1]
-    assert isinstance(answer, AIMessage) and "KADAMA" in answer.content
+    assert isinstance(answer, AIMessage) and "Bahia" in answer.content
     data = answer.response_metadata["spillguard"]
     assert data["action"] == "flag" and data["hallucinated"] is True and data["guard"]["policy"] == "flag"
     assert result["spillguard"] == data
@@ -59,7 +59,7 @@ def test_retry_resamples_the_model_call(chat: ChatSpillguard, mode: str) -> None
     result = _run(agent, WRONG, mode)
     answer = result["messages"][-1]
     attempts = answer.response_metadata["spillguard"]["guard"]["attempts"]
-    assert "KADAMA" in attempts[0]["answer"] and attempts[0]["decoding"] == "greedy"
+    assert "Bahia" in attempts[0]["answer"] and attempts[0]["decoding"] == "greedy"
     assert len(attempts) >= 2 and all(a["decoding"].startswith("sample(") for a in attempts[1:])
     assert len({a["answer"] for a in attempts}) == len(attempts), "each retry must resample"
     kept = answer.response_metadata["spillguard"]["guard"]["chosen"]
@@ -76,7 +76,7 @@ def test_abstain_replaces_the_answer_and_ends_the_run(chat: ChatSpillguard, mode
     assert [m.type for m in result["messages"]] == ["human", "ai"]
     answer = result["messages"][-1]
     assert answer.content == "I am not sure." and answer.tool_calls == []
-    assert "KADAMA" in result["spillguard"]["answer"] and result["spillguard"]["action"] == "abstain"
+    assert "Bahia" in result["spillguard"]["answer"] and result["spillguard"]["action"] == "abstain"
 
 
 def test_string_policies_are_accepted_and_bad_ones_refused() -> None:
@@ -120,7 +120,7 @@ def test_retry_makes_each_attempt_with_its_step() -> None:
 
 
 def test_a_model_other_than_chat_spillguard_is_refused() -> None:
-    agent = create_agent(FakeListChatModel(responses=["Bamako."]), tools=[], middleware=[SpillguardMiddleware()])
+    agent = create_agent(FakeListChatModel(responses=["Tegucigalpa."]), tools=[], middleware=[SpillguardMiddleware()])
     with pytest.raises(NotGuardedError, match="FakeListChatModel"):
         agent.invoke(WRONG)
 

@@ -199,7 +199,7 @@ def test_forged_or_copied_metadata_is_refused(chat: ChatSpillguard) -> None:
     with pytest.raises(UnscoredResponseError, match="forged"):
         SpillguardRunnable(RunnableLambda(lambda _: AIMessage("x", response_metadata=forged))).invoke("q")
     real = chat.invoke(QUESTION)
-    copied = AIMessage("Bamako.", response_metadata=real.response_metadata)
+    copied = AIMessage("Tegucigalpa.", response_metadata=real.response_metadata)
     with pytest.raises(UnscoredResponseError, match="not the text that was scored"):
         SpillguardRunnable(RunnableLambda(lambda _: copied)).invoke("q")
 
@@ -272,9 +272,9 @@ def test_with_retry_resamples_the_chat_model(real_guard: Any) -> None:
         retry_if_exception_type=(HallucinationDetected,), stop_after_attempt=3, wait_exponential_jitter=False
     )
     with contextlib.suppress(HallucinationDetected):  # all attempts flagged: the answers still tell
-        retried.invoke("What is the capital of Mali?", config={"callbacks": [handler]})
+        retried.invoke("What is the capital of Honduras?", config={"callbacks": [handler]})
     answers = [r.text for r in handler.records.values()]
-    assert len(answers) >= 2 and "KADAMA" in answers[0]
+    assert len(answers) >= 2 and "Bahia" in answers[0]
     assert len(set(answers)) == len(answers), f"with_retry repeated an answer: {answers}"
 
 

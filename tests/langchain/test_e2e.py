@@ -1,8 +1,8 @@
 """End-to-end tests of the LangChain integration with the real bundled SmolLM2-135M-Instruct.
 
 Greedy decoding is deterministic, so a score seen through LangChain must equal the score of
-asking the guard the same question alone. "What is the capital of Mali?" is answered wrongly
-("KADAMA") and flagged by the shipped threshold; "France" is answered right and allowed.
+asking the guard the same question alone. "What is the capital of Honduras?" is answered wrongly
+("Bahia") and flagged by the shipped threshold; "France" is answered right and allowed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from langchain_spillguard import (
 pytestmark = pytest.mark.integration
 
 MAX_TOKENS = 16
-WRONG = "What is the capital of Mali?"
+WRONG = "What is the capital of Honduras?"
 RIGHT = "What is the capital of France?"
 QUESTIONS = (RIGHT, WRONG, "What is the capital of Peru?", "What is the capital of Japan?")
 
@@ -124,7 +124,7 @@ def test_callback_raise_error_on_a_whole_chain(chat: ChatSpillguard) -> None:
     assert chain.invoke({"question": RIGHT}, config={"callbacks": [handler]})
     with pytest.raises(HallucinationDetected) as caught:
         chain.invoke({"question": WRONG}, config={"callbacks": [handler]})
-    assert caught.value.run_id in handler.flagged and "KADAMA" in caught.value.evidence.answer
+    assert caught.value.run_id in handler.flagged and "Bahia" in caught.value.evidence.answer
 
 
 def test_retry_changes_a_flagged_answer(chat: ChatSpillguard, alone: dict[str, Any]) -> None:

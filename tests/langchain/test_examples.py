@@ -29,7 +29,7 @@ def test_examples_are_short() -> None:
 
 def test_qa_callback_example_flags_the_wrong_answer(real_guard: Any, capsys: pytest.CaptureFixture[str]) -> None:
     handler = _main("langchain_qa_callback.py")()
-    assert [r.prompt for r in handler.flagged.values()] == ["What is the capital of Mali?"]
+    assert [r.prompt for r in handler.flagged.values()] == ["What is the capital of Honduras?"]
     assert "flagged" in capsys.readouterr().out
 
 
@@ -57,6 +57,6 @@ def test_rag_example_scores_the_answer_span_not_the_context(
 
 def test_agent_example_abstains_on_the_wrong_answer(real_guard: Any) -> None:
     pytest.importorskip("langchain.agents")
-    france, mali = _main("langchain_agent.py")()
+    france, honduras = _main("langchain_agent.py")()
     assert "Paris" in france["messages"][-1].content and france["spillguard"]["action"] == "allow"
-    assert mali["messages"][-1].content == "I don't know." and "KADAMA" in mali["spillguard"]["answer"]
+    assert honduras["messages"][-1].content == "I don't know." and "Bahia" in honduras["spillguard"]["answer"]
