@@ -41,13 +41,13 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
+"""Version 2 binds the model fingerprint to the weights (``weights_sha256``); version 1 files are
+refused with the advice to re-calibrate."""
 
 BUNDLED_CALIBRATIONS = ("default", "rag", "loto")
 """Names of the calibrations shipped for the bundled model (:meth:`Calibration.bundled`)."""
 
 _BUNDLED_DIR = Path(__file__).parent / "data"
-"""Version 2 binds the model fingerprint to the weights (``weights_sha256``); version 1 files are
-refused with the advice to re-calibrate."""
 
 # Provisional threshold of the uncalibrated default (-ΔE min over the heuristic span), measured
 # on the bundled model's answers to world-capital questions; a fitted calibration replaces it.

@@ -574,9 +574,10 @@ def _check_model(model: Any, tokenizer: Any) -> int:
             "(AutoModelForCausalLM), whose every forward step reads the tokens it emitted"
         )
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False):
+    model_type = getattr(config, "model_type", None)
+    if model_type in _ENCODER_FAMILIES and not getattr(config, "is_decoder", False):
         raise ModelError(
-            f"`model` ({type(model).__name__}) is a bidirectional encoder ({config.model_type!r}) loaded with "  # type: ignore[union-attr]
+            f"`model` ({type(model).__name__}) is a bidirectional encoder ({model_type!r}) loaded with "
             "is_decoder=False: every position sees the tokens after it, so its logits are not next-token "
             "predictions; load it with `is_decoder=True` or use a decoder-only causal LM"
         )
