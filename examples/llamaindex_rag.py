@@ -8,6 +8,8 @@ the answers whose spilled-energy score is above the threshold.
 
     python examples/llamaindex_rag.py                     # flag
     python examples/llamaindex_rag.py --policy abstain    # "The documents do not answer this question."
+    python examples/llamaindex_rag.py --calibration rag   # the shipped RAG calibration
+    python examples/llamaindex_rag.py --chat              # one conversation, guarded chat engine
 
 Install: ``pip install "spillguard[llamaindex]"`` (brings llama-index-core and the embeddings).
 """
@@ -24,10 +26,17 @@ from typing import Any
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.memory import ChatMemoryBuffer
 
 from guardrail import Calibration, Guard, Policy
 from guardrail.calibration import Feature
-from llama_index_spillguard import RAG_ABSTAIN_TEXT, SpillguardEventHandler, SpillguardLLM, SpillguardQueryEngine
+from llama_index_spillguard import (
+    RAG_ABSTAIN_TEXT,
+    SpillguardChatEngine,
+    SpillguardEventHandler,
+    SpillguardLLM,
+    SpillguardQueryEngine,
+)
 
 DOCUMENTS = [
     "The Harrowgate lighthouse was built in 1871 by the engineer Miriam Okafor. Its lamp can be "
@@ -56,8 +65,9 @@ QUESTIONS = [
 # In this RAG setting the answers copy names and numbers from the retrieved paragraph, and the
 # uncalibrated spilled-energy default (-ΔE min over the short answer) scores those copies as
 # high as the invented answers; the mean token log-prob and entropy of the whole answer separate
-# them. This detector was fitted by hand on this example's answers only: illustrative, not a
-# calibration to reuse. Fit one on your own labelled questions (see docs/llamaindex.md).
+# them. This detector (`--calibration example`) was fitted by hand on this example's answers
+# only: illustrative, not a calibration to reuse. The shipped default (`--calibration default`)
+# was fitted on other tasks; fit one on your own labelled questions (see docs/llamaindex.md).
 RAG_CALIBRATION = Calibration(
     localizer="whole",
     features=(
@@ -68,7 +78,21 @@ RAG_CALIBRATION = Calibration(
     goal="hand-fitted on examples/llamaindex_rag.py",
 )
 
-ANSWERED = frozenset(QUESTIONS[:3])
+CALIBRATIONS = {
+    "default": lambda: Calibration.bundled("default"),
+    "rag": lambda: Calibration.bundled("rag"),
+    "example": lambda: RAG_CALIBRATION,
+}
+"""The detectors ``--calibration`` chooses from (docs/llamaindex.md compares them on this example)."""
+
+CONVERSATION = [
+    "Who built the Harrowgate lighthouse?",
+    "When was it automated?",  # a follow-up: "it" is the lighthouse of the previous turn
+    "Who was the mayor of Harrowgate in 1990?",
+]
+"""The turns of ``--chat``: one conversation with the guarded chat engine."""
+
+ANSWERED = frozenset(QUESTIONS[:3] + CONVERSATION[:2])
 """The questions the documents answer (the others are not answered by them)."""
 
 
@@ -110,10 +134,23 @@ def _minilm_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def build_index(*, calibration: Calibration | None = None, max_new_tokens: int = 48) -> VectorStoreIndex:
+    """The index over :data:`DOCUMENTS`, with ``Settings.llm`` a guarded bundled model.
+
+    Args:
+        calibration: the detector; ``None``: the guard's default (shipped or uncalibrated).
+        max_new_tokens: answer length limit.
+    """
+    Settings.embed_model = MiniLMEmbedding()
+    guard_kwargs = {"calibration": calibration} if calibration is not None else {}
+    Settings.llm = SpillguardLLM(Guard.default(max_new_tokens=max_new_tokens, **guard_kwargs))
+    return VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS])
+
+
 def build_engine(
     policy: str = "flag",
     *,
-    calibration: Calibration | None = RAG_CALIBRATION,
+    calibration: Calibration | None = None,
     threshold: float | None = None,
     max_new_tokens: int = 48,
 ) -> SpillguardQueryEngine:
@@ -125,12 +162,29 @@ def build_engine(
         threshold: override the calibration's threshold.
         max_new_tokens: answer length limit.
     """
-    Settings.embed_model = MiniLMEmbedding()
-    guard_kwargs = {"calibration": calibration} if calibration is not None else {}
-    Settings.llm = SpillguardLLM(Guard.default(max_new_tokens=max_new_tokens, **guard_kwargs))
-    index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS])
+    index = build_index(calibration=calibration, max_new_tokens=max_new_tokens)
     engine = index.as_query_engine(llm=Settings.llm, similarity_top_k=1)
     return SpillguardQueryEngine(
+        engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold
+    )
+
+
+def build_chat_engine(
+    policy: str = "flag",
+    *,
+    calibration: Calibration | None = None,
+    threshold: float | None = None,
+    max_new_tokens: int = 48,
+) -> SpillguardChatEngine:
+    """The same index behind a guarded ``"context"`` chat engine (one conversation).
+
+    Args: as :func:`build_engine`.
+    """
+    index = build_index(calibration=calibration, max_new_tokens=max_new_tokens)
+    # A plain buffer: the default ``Memory`` opens an SQLite connection this script never needs.
+    memory = ChatMemoryBuffer.from_defaults()
+    engine = index.as_chat_engine(chat_mode="context", llm=Settings.llm, similarity_top_k=1, memory=memory)
+    return SpillguardChatEngine(
         engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold
     )
 
@@ -140,45 +194,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", choices=["flag", "retry", "abstain"], default="flag")
     parser.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     parser.add_argument(
-        "--default-calibration",
-        action="store_true",
-        help="use the guard's default calibration instead of the example's RAG detector",
+        "--calibration",
+        choices=sorted(CALIBRATIONS),
+        default="default",
+        help="the detector: the guard's shipped default (closed-book), the shipped RAG one, or the "
+        "example's hand-fitted two-feature one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chat", action="store_true", help="hold one conversation (CONVERSATION) with a guarded chat engine"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line per question")
     args = parser.parse_args(argv)
     from llama_index.core.instrumentation import get_dispatcher
 
-    calibration = None if args.default_calibration else RAG_CALIBRATION
-    engine = build_engine(args.policy, calibration=calibration, threshold=args.threshold)
+    calibration = CALIBRATIONS[args.calibration]()
     handler = SpillguardEventHandler()
     get_dispatcher().add_event_handler(handler)
     try:
-        for question in QUESTIONS:
-            response = engine.query(question)
-            evidence = response.metadata["spillguard"]
-            row = {
-                "question": question,
-                "response": response.response,
-                "answer": evidence["answer"],
-                "action": evidence["action"],
-                "score": evidence["score"],
-                "threshold": evidence["threshold"],
-                "span": evidence["span"]["text"],
-                "answered_by_documents": question in ANSWERED,
-                "source": response.source_nodes[0].get_content()[:60] if response.source_nodes else None,
-            }
-            if args.json:
-                print(json.dumps(row))
-            else:
-                print(
-                    f"Q: {question}\nA: {response.response}\n   [{row['action']}] score {row['score']:.2f} "
-                    f"vs threshold {row['threshold']:.2f} on {row['span']!r}\n"
-                )
+        if args.chat:
+            chat = build_chat_engine(args.policy, calibration=calibration, threshold=args.threshold)
+            for turn, message in enumerate(CONVERSATION):
+                reply = chat.chat(message)
+                _print_row(_row(message, reply.response, reply.metadata, reply.source_nodes, turn=turn), args.json)
+            print(f"{len(chat.chat_history)} messages in the conversation", file=sys.stderr)
+        else:
+            engine = build_engine(args.policy, calibration=calibration, threshold=args.threshold)
+            for question in QUESTIONS:
+                response = engine.query(question)
+                _print_row(_row(question, response.response, response.metadata, response.source_nodes), args.json)
         flagged = len(handler.flagged_calls())
         print(f"{len(handler.calls)} LLM calls, {flagged} scored above the threshold", file=sys.stderr)
     finally:
         get_dispatcher().event_handlers.remove(handler)
     return 0
+
+
+def _row(
+    question: str, text: str | None, metadata: dict[str, Any] | None, sources: list[Any], *, turn: int | None = None
+) -> dict[str, Any]:
+    assert metadata is not None  # the guarded engines always attach the verdict
+    evidence = metadata["spillguard"]
+    row = {
+        "question": question,
+        "response": text,
+        "answer": evidence["answer"],
+        "action": evidence["action"],
+        "score": evidence["score"],
+        "threshold": evidence["threshold"],
+        "span": evidence["span"]["text"],
+        "answered_by_documents": question in ANSWERED,
+        "source": sources[0].get_content()[:60] if sources else None,
+    }
+    if turn is not None:
+        row["turn"] = turn
+    return row
+
+
+def _print_row(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row))
+    else:
+        print(
+            f"Q: {row['question']}\nA: {row['response']}\n   [{row['action']}] score {row['score']:.2f} "
+            f"vs threshold {row['threshold']:.2f} on {row['span']!r}\n"
+        )
 
 
 if __name__ == "__main__":

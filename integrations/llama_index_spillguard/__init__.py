@@ -2,11 +2,13 @@
 
 - :class:`SpillguardLLM`: a LlamaIndex LLM over a local model; responses carry the verdict.
 - :class:`SpillguardQueryEngine`: flag, retry or abstain on the answers of any query engine
-  built on it.
+  built on it (streaming engines stay streaming).
+- :class:`SpillguardChatEngine`: the same for chat engines (``index.as_chat_engine(...)``),
+  keeping the conversation to the replies actually returned.
 - :class:`SpillguardEvaluator`: a ``BaseEvaluator`` reading (or computing) the verdict.
 - :class:`SpillguardEventHandler`: instrumentation that records every call's verdict.
 
-Names follow LlamaIndex's integrations (``<Provider>LLM``, ``<Provider>QueryEngine``); the
+Names follow LlamaIndex's integrations (``<Provider>LLM``, ``<Provider>QueryEngine``, ``<Provider>ChatEngine``); the
 exceptions are the core's (:mod:`guardrail.errors`), re-exported here. Install with
 ``pip install "spillguard[llamaindex]"``.
 """
@@ -24,6 +26,8 @@ from guardrail import NoContextError as NoContextError
 from guardrail import NotGuardedError as NotGuardedError
 from guardrail import UnscoredResponseError as UnscoredResponseError
 from guardrail.deprecation import deprecated_aliases
+from llama_index_spillguard.chat_engine import SpillguardChatEngine as SpillguardChatEngine
+from llama_index_spillguard.chat_engine import SpillguardStreamingChatResponse as SpillguardStreamingChatResponse
 from llama_index_spillguard.evaluator import SpillguardEvaluator as SpillguardEvaluator
 from llama_index_spillguard.evidence import verdict_evidence as verdict_evidence
 from llama_index_spillguard.evidence import verdict_logprobs as verdict_logprobs
@@ -48,11 +52,13 @@ __all__ = [
     "NotGuardedError",
     "QueryRecord",
     "QueryScope",
+    "SpillguardChatEngine",
     "SpillguardEvaluator",
     "SpillguardEventHandler",
     "SpillguardLLM",
     "SpillguardQueryEngine",
     "SpillguardQueryEvent",
+    "SpillguardStreamingChatResponse",
     "UnscoredResponseError",
     "current_scope",
     "query_scope",

@@ -7,37 +7,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncGenerator, Generator
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import RESPONSE_TYPE, AsyncStreamingResponse, Response, StreamingResponse
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]  # re-exported, no __all__
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
 
 from guardrail import (
     METADATA_KEY,
-    Action,
     Decision,
-    Evidence,
     InvalidInputError,
     Judged,
-    NoContextError,
-    NotGuardedError,
     Policy,
     RetryStep,
-    UnscoredResponseError,
-    Verdict,
     arun_attempts,
     run_attempts,
 )
 from guardrail.policy import as_policy
-from guardrail.validation import check_finite, check_text, finite_or_none
-from llama_index_spillguard.instrumentation import SpillguardQueryEvent
-from llama_index_spillguard.llm import SpillguardLLM
-from llama_index_spillguard.scope import QueryScope, query_scope
+from guardrail.validation import check_finite, check_text
+from llama_index_spillguard.judging import Answer, check_llm, judged, report, streams_live
+from llama_index_spillguard.scope import QueryScope, aiterate_in, iterate_in, query_scope
 
 __all__ = ["RAG_ABSTAIN_TEXT", "SpillguardQueryEngine"]
 
@@ -45,15 +38,6 @@ RAG_ABSTAIN_TEXT = "The documents do not answer this question."
 """Default reply of an abstaining :class:`SpillguardQueryEngine`."""
 
 dispatcher = get_dispatcher(__name__)
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One attempt's synthesized response, the verdict of the LLM call that produced it, its scope."""
-
-    response: Response
-    verdict: Verdict
-    scope: QueryScope
 
 
 class SpillguardQueryEngine(BaseQueryEngine):
@@ -79,6 +63,12 @@ class SpillguardQueryEngine(BaseQueryEngine):
     - ``"abstain"``: ``policy.abstain_text`` replaces the answer; the source nodes and the
       evidence are kept.
 
+    A streaming engine (``as_query_engine(streaming=True)``) stays streaming: under ``"flag"``
+    the tokens reach the caller as they are generated and ``metadata["spillguard"]`` is set
+    when the stream ends (``get_response()`` and ``print_response_stream()`` see it); under
+    ``"retry"`` and ``"abstain"`` the answer is judged before anything is shown, so the
+    stream yields the decided text in one piece.
+
     Args:
         query_engine: any query engine whose answers come from a :class:`SpillguardLLM`.
         policy: a :class:`guardrail.Policy`, or its ``on_hallucination`` as a string (then
@@ -102,12 +92,14 @@ class SpillguardQueryEngine(BaseQueryEngine):
         threshold: float | None = None,
         callback_manager: CallbackManager | None = None,
     ) -> None:
-        if not isinstance(query_engine, BaseQueryEngine):
+        given: object = query_engine  # any object may arrive here
+        if not isinstance(given, BaseQueryEngine):
+            hint = "; wrap a chat engine in SpillguardChatEngine instead" if isinstance(given, BaseChatEngine) else ""
             raise InvalidInputError(
                 "`query_engine` must be a LlamaIndex BaseQueryEngine, "
-                f"got {type(query_engine).__name__}: {query_engine!r}"
+                f"got {type(query_engine).__name__}: {query_engine!r}{hint}"
             )
-        _check_llm(query_engine)
+        check_llm(query_engine, "query_engine")
         self._query_engine = query_engine
         self._policy = as_policy(policy, abstain_text=RAG_ABSTAIN_TEXT)
         self._threshold = None if threshold is None else check_finite("threshold", threshold)
@@ -129,57 +121,99 @@ class SpillguardQueryEngine(BaseQueryEngine):
     @dispatcher.span
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query = check_text("query", query_bundle.query_str)
-
-        def attempt(step: RetryStep) -> Judged[_Answer]:
+        if streams_live(self._policy):
+            step = self._policy.step(1)
             with query_scope(query, step=step) as scope:
-                response = _settle(self._query_engine.query(query_bundle))
-            return self._judged(query, response, scope, step)
+                response = self._query_engine.query(query_bundle)
+                if isinstance(response, StreamingResponse):
+                    return self._live_stream(query, response, scope, step)
+                answer = _settle(response)
+            return self._respond(query, self._once(query, answer, scope, step))
+        streamed = False
 
-        return self._decide(query, run_attempts(self._policy, attempt))
+        def attempt(step: RetryStep) -> Judged[Answer[Response]]:
+            nonlocal streamed
+            with query_scope(query, step=step) as scope:
+                response = self._query_engine.query(query_bundle)
+                streamed = streamed or isinstance(response, StreamingResponse)
+                answer = _settle(response)  # inside the scope: a stream's LLM call starts when drained
+            return self._judged(query, answer, scope, step)
+
+        response = self._respond(query, run_attempts(self._policy, attempt))
+        return _as_stream(response) if streamed else response
 
     @dispatcher.span
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query = check_text("query", query_bundle.query_str)
-
-        async def attempt(step: RetryStep) -> Judged[_Answer]:
+        if streams_live(self._policy):
+            step = self._policy.step(1)
             with query_scope(query, step=step) as scope:
-                response = await _asettle(await self._query_engine.aquery(query_bundle))
-            return self._judged(query, response, scope, step)
+                response = await self._query_engine.aquery(query_bundle)
+                if isinstance(response, AsyncStreamingResponse):
+                    return self._alive_stream(query, response, scope, step)
+                answer = await _asettle(response)
+            return self._respond(query, self._once(query, answer, scope, step))
+        streamed = False
 
-        return self._decide(query, await arun_attempts(self._policy, attempt))
+        async def attempt(step: RetryStep) -> Judged[Answer[Response]]:
+            nonlocal streamed
+            with query_scope(query, step=step) as scope:
+                response = await self._query_engine.aquery(query_bundle)
+                streamed = streamed or isinstance(response, AsyncStreamingResponse)
+                answer = await _asettle(response)
+            return self._judged(query, answer, scope, step)
+
+        response = self._respond(query, await arun_attempts(self._policy, attempt))
+        return _as_astream(response) if streamed else response
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _judged(self, query: str, response: Response, scope: QueryScope, step: RetryStep) -> Judged[_Answer]:
-        verdict = _verdict_of(query, response, scope)
-        threshold = verdict.threshold if self._threshold is None else self._threshold
-        return Judged(_Answer(response, verdict, scope), verdict.answer, verdict.score, threshold, step)
+    def _judged(self, query: str, response: Response, scope: QueryScope, step: RetryStep) -> Judged[Answer[Response]]:
+        text = str(response.response or "")
+        return judged(query, response, text, response.source_nodes, scope, step, self._threshold)
 
-    def _decide(self, query: str, decision: Decision[_Answer]) -> Response:
-        best = decision.best
-        evidence = _evidence(query, decision, self._policy)
-        dispatcher.event(
-            SpillguardQueryEvent(
-                query=query, action=decision.action.value, score=finite_or_none(best.score),
-                threshold=best.threshold, attempts=len(decision.attempts),
-                query_ids=[j.result.scope.id for j in decision.attempts],
-            )
-        )  # fmt: skip
-        response = best.result.response
-        metadata = {**(response.metadata or {}), METADATA_KEY: evidence}
+    def _once(self, query: str, response: Response, scope: QueryScope, step: RetryStep) -> Decision[Answer[Response]]:
+        """The decision on the one attempt a flag policy makes (already made, in ``scope``)."""
+        return run_attempts(self._policy, lambda _: self._judged(query, response, scope, step))
+
+    def _respond(self, query: str, decision: Decision[Answer[Response]]) -> Response:
+        response = decision.best.result.response
+        metadata = {**(response.metadata or {}), METADATA_KEY: report(query, decision, self._policy)}
         return Response(response=decision.text, source_nodes=list(response.source_nodes), metadata=metadata)
 
+    def _live_stream(
+        self, query: str, inner: StreamingResponse, scope: QueryScope, step: RetryStep
+    ) -> StreamingResponse:
+        """Pass the tokens through as they come; judge the text when the stream ends."""
 
-def _check_llm(query_engine: BaseQueryEngine) -> None:
-    """Fail early when the engine exposes a synthesizer whose LLM is not guarded."""
-    synthesizer = getattr(query_engine, "_response_synthesizer", None)
-    llm = getattr(synthesizer, "_llm", None)
-    if llm is not None and not isinstance(llm, SpillguardLLM):
-        raise NotGuardedError(
-            f"`query_engine` answers with {type(llm).__name__}, which records no spillguard "
-            "verdict; build it on a SpillguardLLM, e.g. "
-            "`index.as_query_engine(llm=SpillguardLLM.default())`"
+        def tokens() -> Generator[str, None, None]:
+            text = ""
+            for delta in iterate_in(scope, inner.response_gen):
+                text += delta
+                yield delta
+            answer = Response(text, list(inner.source_nodes), inner.metadata)
+            out.metadata = self._respond(query, self._once(query, answer, scope, step)).metadata
+
+        out = StreamingResponse(tokens(), source_nodes=list(inner.source_nodes), metadata=dict(inner.metadata or {}))
+        return out
+
+    def _alive_stream(
+        self, query: str, inner: AsyncStreamingResponse, scope: QueryScope, step: RetryStep
+    ) -> AsyncStreamingResponse:
+        """:meth:`_live_stream` for async engines."""
+
+        async def tokens() -> AsyncGenerator[str, None]:
+            text = ""
+            async for delta in aiterate_in(scope, inner.async_response_gen()):
+                text += delta
+                yield delta
+            answer = Response(text, list(inner.source_nodes), inner.metadata)
+            out.metadata = self._respond(query, self._once(query, answer, scope, step)).metadata
+
+        out = AsyncStreamingResponse(
+            tokens(), source_nodes=list(inner.source_nodes), metadata=dict(inner.metadata or {})
         )
+        return out
 
 
 def _settle(response: RESPONSE_TYPE) -> Response:
@@ -199,53 +233,17 @@ async def _asettle(response: RESPONSE_TYPE) -> Response:
     return _settle(response)
 
 
-def _verdict_of(query: str, response: Response, scope: QueryScope) -> Verdict:
-    """The verdict of the LLM call whose output is exactly the response text."""
-    records = scope.records
-    if not records:
-        if not response.source_nodes:
-            raise NoContextError(
-                f"the query engine retrieved no source node for query {query!r}, so it generated no "
-                f"answer to judge (it returned {response.response!r}); is the index empty?"
-            )
-        raise NotGuardedError(
-            f"the query engine answered {query!r} without any SpillguardLLM call, so the answer "
-            "cannot be judged; build the engine (and its synthesizer) on a SpillguardLLM"
-        )
-    text = str(response.response or "").strip()
-    matching = [r for r in records if r.verdict.text.strip() == text]
-    if not matching:
-        raise UnscoredResponseError(
-            f"the query engine's answer to {query!r}",
-            f"its text {text[:60]!r} is not the output of any of its {len(records)} guarded LLM call(s) (an engine "
-            "that joins or rewrites answers, such as response_mode='accumulate'); use a mode whose answer is one "
-            "call's output ('compact', 'refine', 'tree_summarize')",
-        )
-    return matching[-1].verdict
+def _as_stream(response: Response) -> StreamingResponse:
+    """A decided answer as a stream of one piece (what a streaming engine's caller expects)."""
+
+    def tokens() -> Generator[str, None, None]:
+        yield response.response or ""
+
+    return StreamingResponse(tokens(), list(response.source_nodes), response.metadata)
 
 
-def _evidence(query: str, decision: Decision[_Answer], policy: Policy) -> dict[str, Any]:
-    """The chosen call's sealed evidence, updated with the engine's decision and every attempt."""
-    best = decision.best
-    base = Evidence.from_dict(best.result.verdict.to_dict(per_token=False))
-    return base.updated(
-        query=query,
-        action=decision.action.value,
-        hallucinated=decision.action is not Action.ALLOW,
-        threshold=best.threshold,
-        text=decision.text,
-        chosen=decision.chosen,
-        policy=policy.on_hallucination,
-        attempts=[
-            {
-                "answer": j.answer,
-                "score": finite_or_none(j.score),
-                "hallucinated": not j.passed,
-                "decoding": j.step.label(),
-                "query_id": j.result.scope.id,
-                "llm_calls": [r.summary() for r in j.result.scope.records],
-            }
-            for j in decision.attempts
-        ],
-        verdict=best.result.verdict.to_dict(per_token=False),
-    )
+def _as_astream(response: Response) -> AsyncStreamingResponse:
+    async def tokens() -> AsyncGenerator[str, None]:
+        yield response.response or ""
+
+    return AsyncStreamingResponse(tokens(), list(response.source_nodes), response.metadata)

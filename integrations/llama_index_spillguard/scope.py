@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from guardrail import RetryStep, Verdict
 from guardrail.validation import finite_or_none
 
-__all__ = ["CallRecord", "QueryScope", "current_scope", "query_scope"]
+__all__ = ["CallRecord", "QueryScope", "aiterate_in", "current_scope", "iterate_in", "query_scope"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,37 @@ def query_scope(query: str, *, step: RetryStep | None = None) -> Iterator[QueryS
         yield scope
     finally:
         _CURRENT.reset(token)
+
+
+@contextmanager
+def _entered(scope: QueryScope) -> Iterator[QueryScope]:
+    token = _CURRENT.set(scope)
+    try:
+        yield scope
+    finally:
+        _CURRENT.reset(token)
+
+
+def iterate_in(scope: QueryScope, items: Iterator[T]) -> Iterator[T]:
+    """Iterate ``items`` with ``scope`` current at every step: a stream whose LLM call starts
+    lazily, on first iteration (after its engine returned and the scope was closed), still
+    records there. The scope is entered around each step only, so the consumer may move
+    between threads or tasks."""
+    while True:
+        with _entered(scope):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item
+
+
+async def aiterate_in(scope: QueryScope, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """:func:`iterate_in` for async streams."""
+    while True:
+        with _entered(scope):
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
+                return
+        yield item

@@ -53,6 +53,23 @@ def test_rag_example_abstains_only_where_the_documents_are_silent(
     assert isinstance(Settings.embed_model, example.MiniLMEmbedding)
 
 
+def test_rag_example_chat_keeps_only_the_returned_replies(
+    example: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert example.main(["--chat", "--policy", "abstain", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["question"] for r in rows] == example.CONVERSATION
+    assert [r["turn"] for r in rows] == [0, 1, 2]
+    for row in rows:
+        if row["answered_by_documents"]:
+            assert row["action"] == "allow", row
+        else:
+            assert (row["action"], row["response"]) == ("abstain", RAG_ABSTAIN_TEXT), row
+    assert "automated" in rows[1]["response"] and "1964" in rows[1]["response"]  # the follow-up was understood
+    assert "6 messages in the conversation" in captured.err
+
+
 def test_rag_example_retrieves_with_minilm(example: ModuleType) -> None:
     embedding = example.MiniLMEmbedding()
     query = embedding.get_query_embedding("Who built the lighthouse?")

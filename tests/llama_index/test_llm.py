@@ -35,6 +35,21 @@ def _evidence(response: CompletionResponse | ChatResponse) -> dict[str, Any]:
     return response.additional_kwargs[METADATA_KEY]
 
 
+def test_public_names() -> None:
+    import llama_index_spillguard
+
+    assert sorted(llama_index_spillguard.__all__) == sorted(
+        [
+            "METADATA_KEY", "RAG_ABSTAIN_TEXT", "CallRecord", "LLMCallRecord", "NoContextError", "NotGuardedError",
+            "QueryRecord", "QueryScope", "SpillguardChatEngine", "SpillguardEvaluator", "SpillguardEventHandler",
+            "SpillguardLLM", "SpillguardQueryEngine", "SpillguardQueryEvent", "SpillguardStreamingChatResponse",
+            "UnscoredResponseError", "current_scope", "query_scope", "verdict_evidence", "verdict_logprobs",
+        ]
+    )  # fmt: skip
+    for name in llama_index_spillguard.__all__:
+        assert getattr(llama_index_spillguard, name) is not None
+
+
 def test_metadata_describes_the_model(llm: SpillguardLLM, tiny_model: Any) -> None:
     meta = llm.metadata
     assert meta.context_window == tiny_model.config.max_position_embeddings

@@ -1,17 +1,15 @@
 """SpillguardQueryEngine, evaluator and instrumentation over real LlamaIndex objects and the real model.
 
-The index uses a deterministic hashed bag-of-words embedding (fast, no download); the answers
-come from the bundled SmolLM2-135M-Instruct. Thresholds are set explicitly where a test needs
-an answer to be flagged (``-1e9``) or allowed (``1e9``), so the tests do not depend on the
-shipped calibration.
+The index uses a deterministic hashed bag-of-words embedding (fast, no download, see
+:mod:`tests.llama_index.corpus`); the answers come from the bundled SmolLM2-135M-Instruct.
+Thresholds are set explicitly where a test needs an answer to be flagged (``-1e9``) or allowed
+(``1e9``), so the tests do not depend on the shipped calibration.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,15 +17,15 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core import Document, VectorStoreIndex
+from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.base.response.schema import Response
+from llama_index.core.base.response.schema import AsyncStreamingResponse, Response, StreamingResponse
 from llama_index.core.llms import MockLLM
+from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
 
-from guardrail import Guard, InvalidInputError, Policy
+from guardrail import InvalidInputError, Policy
 from llama_index_spillguard import (
     METADATA_KEY,
     RAG_ABSTAIN_TEXT,
@@ -38,54 +36,9 @@ from llama_index_spillguard import (
     SpillguardLLM,
     SpillguardQueryEngine,
 )
+from tests.llama_index.corpus import ALLOW_ALL, DOCUMENTS, FLAG_ALL, Q_FERRY, Q_LIGHTHOUSE, HashEmbedding
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("closed_event_loop")]
-
-DOCUMENTS = [
-    "The Harrowgate lighthouse was built in 1871 by the engineer Miriam Okafor.",
-    "The ferry from Harrowgate to the island of Skarn takes 50 minutes.",
-    "The Harrowgate Gulls football club plays at Tidewater Park.",
-]
-Q_LIGHTHOUSE = "Who built the Harrowgate lighthouse?"
-Q_FERRY = "How long does the ferry to Skarn take?"
-FLAG_ALL = -1e9
-ALLOW_ALL = 1e9
-
-
-class HashEmbedding(BaseEmbedding):
-    """Deterministic hashed bag of words: enough for retrieval over a few short documents."""
-
-    dim: int = 256
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "HashEmbedding"
-
-    def _vector(self, text: str) -> Embedding:
-        vector = [0.0] * self.dim
-        for word in re.findall(r"\w+", text.lower()):
-            vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
-        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-        return [v / norm for v in vector]
-
-    def _get_query_embedding(self, query: str) -> Embedding:
-        return self._vector(query)
-
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return self._vector(query)
-
-    def _get_text_embedding(self, text: str) -> Embedding:
-        return self._vector(text)
-
-
-@pytest.fixture(scope="module")
-def llm(real_guard: Guard) -> SpillguardLLM:
-    return SpillguardLLM(real_guard, generate_kwargs={"max_new_tokens": 16})
-
-
-@pytest.fixture(scope="module")
-def index() -> VectorStoreIndex:
-    return VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS], embed_model=HashEmbedding())
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +172,63 @@ def test_concurrent_threaded_queries_do_not_mix_verdicts(inner: BaseQueryEngine,
         _assert_own_evidence(response)
 
 
-def test_streaming_inner_engine_is_gated(
+def test_streaming_engine_stays_streaming_and_is_gated_before_anything_is_shown(
     index: VectorStoreIndex, llm: SpillguardLLM, flagged: dict[str, Response]
 ) -> None:
     streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
     response = SpillguardQueryEngine(streaming, "abstain", threshold=FLAG_ALL).query(Q_FERRY)
-    assert response.response == RAG_ABSTAIN_TEXT
+    assert isinstance(response, StreamingResponse)
+    assert _evidence(response)["answer"] == flagged[Q_FERRY].response  # judged before the first token
+    assert list(response.response_gen) == [RAG_ABSTAIN_TEXT]
+
+
+def test_flagging_stream_passes_tokens_through_and_judges_at_the_end(
+    index: VectorStoreIndex, llm: SpillguardLLM, flagged: dict[str, Response]
+) -> None:
+    streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
+    response = SpillguardQueryEngine(streaming, "flag", threshold=FLAG_ALL).query(Q_FERRY)
+    assert isinstance(response, StreamingResponse)
+    assert METADATA_KEY not in (response.metadata or {})  # nothing judged before the stream ends
+    tokens = list(response.response_gen)
+    assert len(tokens) > 3 and "".join(tokens).strip() == flagged[Q_FERRY].response
+    evidence = _evidence(response)
+    assert evidence["action"] == "flag" and evidence["answer"] == flagged[Q_FERRY].response
+    assert evidence["attempts"][0]["llm_calls"][0]["kind"] in ("stream_chat", "stream_complete")
+    assert response.get_response().metadata[METADATA_KEY] == evidence
+    assert "Skarn" in response.source_nodes[0].get_content()
+
+
+def test_async_flagging_stream_is_judged_at_the_end(
+    index: VectorStoreIndex, llm: SpillguardLLM, flagged: dict[str, Response]
+) -> None:
+    streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
+
+    async def run() -> tuple[list[str], Any]:
+        response = await SpillguardQueryEngine(streaming, "flag").aquery(Q_FERRY)
+        assert isinstance(response, AsyncStreamingResponse)
+        return [t async for t in response.async_response_gen()], response
+
+    tokens, response = asyncio.run(run())
+    assert len(tokens) > 3 and "".join(tokens).strip() == flagged[Q_FERRY].response
     assert _evidence(response)["answer"] == flagged[Q_FERRY].response
+    assert _evidence(response)["action"] == _evidence(flagged[Q_FERRY])["action"]
+
+
+def test_async_abstaining_stream_yields_the_decided_text(index: VectorStoreIndex, llm: SpillguardLLM) -> None:
+    streaming = index.as_query_engine(llm=llm, similarity_top_k=1, streaming=True)
+
+    async def run() -> list[str]:
+        response = await SpillguardQueryEngine(streaming, "abstain", threshold=FLAG_ALL).aquery(Q_FERRY)
+        assert isinstance(response, AsyncStreamingResponse) and _evidence(response)["action"] == "abstain"
+        return [t async for t in response.async_response_gen()]
+
+    assert asyncio.run(run()) == [RAG_ABSTAIN_TEXT]
+
+
+def test_a_chat_engine_is_pointed_to_the_chat_wrapper(index: VectorStoreIndex, llm: SpillguardLLM) -> None:
+    chat_engine = index.as_chat_engine(chat_mode="context", llm=llm, memory=ChatMemoryBuffer.from_defaults())
+    with pytest.raises(InvalidInputError, match="SpillguardChatEngine"):
+        SpillguardQueryEngine(chat_engine)  # type: ignore[arg-type]
 
 
 # -- errors --------------------------------------------------------------------------------
