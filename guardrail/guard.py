@@ -230,10 +230,21 @@ class Guard:
 
         Yields, in order of availability: ``str`` text deltas as tokens are produced,
         :class:`TokenStep` energies (each one token late, since spilled energy needs the next
-        step), and finally the :class:`Verdict`. Streaming makes one attempt (``step``, or the
-        first): under a retry policy the verdict applies ``after_retries``. Closing the
-        generator early stops generation at the next token. Arguments as for :meth:`ask`.
+        step), and finally the :class:`Verdict`. Closing the generator early stops generation at
+        the next token. Arguments as for :meth:`ask`.
+
+        With a ``step`` the stream makes that one attempt live and the caller's policy decides
+        (the adapters' engines do). Without one the guard's policy decides: under ``"flag"`` the
+        tokens stream live; under ``"retry"`` and ``"abstain"`` text shown could not be taken
+        back, so the answer is judged first (:meth:`ask`, retries included) and the decided
+        text (the kept answer or the abstention) comes as one delta before the verdict.
         """
+        if step is None and not self.policy.streams_live:
+            verdict = self.ask(question, raw=raw, localize_in=localize_in, tools=tools, **generation)
+            if verdict.text:
+                yield verdict.text
+            yield verdict
+            return
         live, finish = self._start_stream(
             question, raw=raw, localize_in=localize_in, step=step, tools=tools, generation=generation
         )
@@ -294,6 +305,12 @@ class Guard:
         closing the iterator) stops generation at the next token and waits for the worker
         before the lock is released: nothing keeps running on the model afterwards.
         """
+        if kwargs.get("step") is None and not self.policy.streams_live:  # judged first, as in stream()
+            verdict = await self.aask(question, **kwargs)
+            if verdict.text:
+                yield verdict.text
+            yield verdict
+            return
         loop = asyncio.get_running_loop()
         async with async_model_lock(self.model):
             start = functools.partial(self._start_stream, question, **_stream_kwargs(kwargs))

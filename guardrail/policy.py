@@ -168,6 +168,13 @@ class Policy:
         """How many attempts a question may get."""
         return self.max_attempts if self.on_hallucination == "retry" else 1
 
+    @property
+    def streams_live(self) -> bool:
+        """Whether a stream under this policy can reach the reader as it is generated: one
+        attempt whose text is never replaced (``"flag"``). Under ``"retry"`` and ``"abstain"``
+        the answer is judged first and the decided text streams in one piece."""
+        return self.attempts == 1 and self.on_hallucination == "flag"
+
     def decide(self, score: float, threshold: float) -> Action:
         """The action for the final (chosen) attempt's ``score``.
 

@@ -24,10 +24,11 @@ from typing import Any
 
 from guardrail.errors import InvalidInputError
 
-__all__ = ["ToolCall", "check_tools", "parse_tool_calls", "template_supports_tools"]
+__all__ = ["ToolCall", "check_tools", "choose_tools", "parse_tool_calls", "template_supports_tools"]
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 _PYTHON_TAG = "<|python_tag|>"
+_REQUIRED = ("any", "required")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,27 @@ def check_tools(tools: object) -> list[dict[str, Any]]:
             raise InvalidInputError(f"tool {i} must be a function spec with a `name`, got {tool!r}")
         specs.append(spec)
     return specs
+
+
+def choose_tools(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> list[dict[str, Any]]:
+    """The tools to render under ``tool_choice`` (``None``/``"auto"``/``"any"``/``"required"``/
+    ``True``: all; ``"none"``: none; a name or ``{"function": {"name"}}``: that tool)."""
+    specs = check_tools(tools)
+    names = [spec["function"]["name"] for spec in specs]
+    if tool_choice is None or tool_choice is True or tool_choice in ("auto", *_REQUIRED):
+        return specs
+    if tool_choice == "none":
+        return []
+    name = tool_choice
+    if isinstance(tool_choice, Mapping):
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else tool_choice.get("name")
+    if isinstance(name, str) and name in names:
+        return [spec for spec in specs if spec["function"]["name"] == name]
+    raise InvalidInputError(
+        f"`tool_choice` must be 'auto', 'none', 'any', 'required' or one of the bound tools {names}, "
+        f"got {tool_choice!r}"
+    )
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:

@@ -36,12 +36,11 @@ from guardrail import (
     Verdict,
 )
 from guardrail.loading import DEFAULT_MODEL_NAME
-from guardrail.tools import ToolCall, parse_tool_calls
+from guardrail.tools import ToolCall, choose_tools, parse_tool_calls
 from langchain_spillguard.evidence import QUESTION_KEY, STEP_KEY, STEPS_KEY, logprobs_of
 from langchain_spillguard.messages import to_chat_dicts, to_lc_tool_calls
 from langchain_spillguard.structured import (
     ToolLike,
-    choose_tools,
     format_tools,
     json_instruction,
     structured_output,

@@ -30,11 +30,10 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from guardrail.errors import InvalidInputError
 from guardrail.tools import check_tools
 
-__all__ = ["METHODS", "choose_tools", "format_tools", "json_instruction", "structured_output"]
+__all__ = ["METHODS", "format_tools", "json_instruction", "structured_output"]
 
 METHODS = ("json_schema", "json_mode", "function_calling")
 ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
-_REQUIRED = ("any", "required")
 
 
 def format_tools(tools: Sequence[ToolLike]) -> list[dict[str, Any]]:
@@ -47,27 +46,6 @@ def format_tools(tools: Sequence[ToolLike]) -> list[dict[str, Any]]:
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"`tools` holds something that is not a tool: {exc}") from exc
     return check_tools(specs)
-
-
-def choose_tools(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> list[dict[str, Any]]:
-    """The tools to render under ``tool_choice`` (``None``/``"auto"``/``"any"``/``"required"``/
-    ``True``: all; ``"none"``: none; a name or ``{"function": {"name"}}``: that tool)."""
-    specs = check_tools(tools)
-    names = [spec["function"]["name"] for spec in specs]
-    if tool_choice is None or tool_choice is True or tool_choice in ("auto", *_REQUIRED):
-        return specs
-    if tool_choice == "none":
-        return []
-    name = tool_choice
-    if isinstance(tool_choice, Mapping):
-        function = tool_choice.get("function")
-        name = function.get("name") if isinstance(function, Mapping) else tool_choice.get("name")
-    if isinstance(name, str) and name in names:
-        return [spec for spec in specs if spec["function"]["name"] == name]
-    raise InvalidInputError(
-        f"`tool_choice` must be 'auto', 'none', 'any', 'required' or one of the bound tools {names}, "
-        f"got {tool_choice!r}"
-    )
 
 
 def json_instruction(response_format: object) -> str:

@@ -29,7 +29,7 @@ from guardrail import (
 )
 from guardrail.policy import as_policy
 from guardrail.validation import check_finite, check_text
-from llama_index_spillguard.judging import Answer, check_llm, judged, report, streams_live
+from llama_index_spillguard.judging import Answer, check_llm, judged, report
 from llama_index_spillguard.query_engine import RAG_ABSTAIN_TEXT
 from llama_index_spillguard.scope import QueryScope, aiterate_in, iterate_in, query_scope
 
@@ -163,7 +163,7 @@ class SpillguardChatEngine(BaseChatEngine):
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> SpillguardStreamingChatResponse:
         """Stream the reply (live under a flag policy; judged first under retry and abstain)."""
-        if not streams_live(self._policy):
+        if not self._policy.streams_live:
             return _as_stream(self.chat(message, chat_history))
         message, history = self._begin(message, chat_history)
         step = self._policy.step(1)
@@ -188,7 +188,7 @@ class SpillguardChatEngine(BaseChatEngine):
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> SpillguardStreamingChatResponse:
         """:meth:`stream_chat` for async code."""
-        if not streams_live(self._policy):
+        if not self._policy.streams_live:
             return _as_stream(await self.achat(message, chat_history))
         message, history = self._begin(message, chat_history)
         step = self._policy.step(1)

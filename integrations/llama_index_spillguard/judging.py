@@ -32,7 +32,7 @@ from llama_index_spillguard.instrumentation import SpillguardQueryEvent
 from llama_index_spillguard.llm import SpillguardLLM
 from llama_index_spillguard.scope import QueryScope
 
-__all__ = ["Answer", "check_llm", "evidence", "judged", "report", "streams_live", "verdict_of"]
+__all__ = ["Answer", "check_llm", "evidence", "judged", "report", "verdict_of"]
 
 R = TypeVar("R")
 
@@ -151,9 +151,3 @@ def report(query: str, decision: Decision[Answer[Any]], policy: Policy) -> dict[
         )
     )  # fmt: skip
     return evidence(query, decision, policy)
-
-
-def streams_live(policy: Policy) -> bool:
-    """Whether an engine's stream can reach the caller as it is generated: the policy makes one
-    attempt and never replaces its text (``"flag"``); retry and abstain judge first."""
-    return policy.attempts == 1 and policy.on_hallucination == "flag"

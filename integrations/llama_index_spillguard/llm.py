@@ -34,11 +34,15 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.tools import BaseTool
 
-from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail import METADATA_KEY, Evidence, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools
 from guardrail.validation import check_finite, check_int
 from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
+from llama_index_spillguard.messages import to_chat_dicts, tool_call_kwargs, tool_selections, tool_specs
 from llama_index_spillguard.scope import QueryScope, current_scope
 
 __all__ = ["GENERATION_KEYS", "SpillguardLLM"]
@@ -51,7 +55,7 @@ GENERATION_KEYS = frozenset(
 _CALL_KEYS = frozenset({"seed", "localize_in", "raw"})
 
 
-class SpillguardLLM(CustomLLM):
+class SpillguardLLM(FunctionCallingLLM):
     """A local causal LM guarded by spilled energy, as a LlamaIndex LLM.
 
     Every response carries the guard's verdict: ``additional_kwargs["spillguard"]`` (a sealed,
@@ -60,6 +64,14 @@ class SpillguardLLM(CustomLLM):
     :class:`guardrail.Verdict` itself). The response text is ``verdict.text``: the answer, or
     the guard policy's abstention text. Inside a :class:`SpillguardQueryEngine` the engine's
     policy decides instead and the LLM returns the answer itself.
+
+    It is a ``FunctionCallingLLM`` (``chat_with_tools``, ``get_tool_calls_from_response``, so
+    ``FunctionAgent`` and function-calling structured output work) when the tokenizer's chat
+    template renders tools (Qwen2.5, Llama-3.1, Hermes-style, ...): the tools go through the
+    template, the tool-call markup the model writes comes back as tool calls in
+    ``message.additional_kwargs["tool_calls"]``, and the verdict scores the whole text the model
+    wrote. With another template ``metadata.is_function_calling_model`` is false and tools are
+    refused with the reason; a ``ReActAgent`` (tools described in the prompt) works with any.
 
     Calls on one model are serialized; async methods run the model in a worker thread and wait
     for the model in the event loop (:meth:`guardrail.Guard.aask`), and cancelling one stops
@@ -154,7 +166,7 @@ class SpillguardLLM(CustomLLM):
             context_window=self.context_window,
             num_output=self.max_new_tokens,
             is_chat_model=self.is_chat_model,
-            is_function_calling_model=False,
+            is_function_calling_model=self.is_chat_model and template_supports_tools(self._guard.tokenizer),
             model_name=self.model_name,
             system_role=MessageRole.SYSTEM,
         )
@@ -214,20 +226,62 @@ class SpillguardLLM(CustomLLM):
 
     # -- implementation --------------------------------------------------------------------
 
+    # -- tools ---------------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The ``chat`` arguments of ``chat_with_tools``: the conversation and the tool specs.
+
+        ``tool_choice`` chooses which tools are rendered (``"none"``: none; a name: that one);
+        decoding is not constrained, so ``tool_required`` and ``allow_parallel_tool_calls``
+        cannot force the model's hand: it may still answer in text, or call several tools.
+        """
+        messages = list(chat_history or [])
+        if isinstance(user_msg, str):
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
+        elif user_msg is not None:
+            messages.append(user_msg)
+        specs = choose_tools(tool_specs(tools), tool_choice) if tools else []
+        return {"messages": messages, **({"tools": specs} if specs else {}), **kwargs}
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The tool calls of a :meth:`chat` reply (``[]``, or :class:`InvalidInputError` when
+        ``error_on_no_tool_call``, if the model wrote none)."""
+        selections = tool_selections(response.message)
+        if not selections and error_on_no_tool_call:
+            raise InvalidInputError(f"expected at least one tool call, the model wrote {response.message.content!r}")
+        return selections
+
+    # -- implementation --------------------------------------------------------------------
+
     def _answer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
-        return _completion(self._guard.ask(question, **self._call(options, scope)), scope, kind)
+        tools = "tools" in options
+        return _completion(self._guard.ask(question, **self._call(options, scope)), scope, kind, tools=tools)
 
     async def _aanswer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
-        return _completion(await self._guard.aask(question, **self._call(options, scope)), scope, kind)
+        tools = "tools" in options
+        return _completion(await self._guard.aask(question, **self._call(options, scope)), scope, kind, tools=tools)
 
     def _stream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseGen:
         scope = current_scope()
+        tools = "tools" in options
         events = self._guard.stream(question, **self._call(options, scope))
 
         def gen() -> CompletionResponseGen:
-            stream = _Stream(scope, kind)
+            stream = _Stream(scope, kind, tools)
             try:
                 for event in events:
                     yield from stream.take(event)
@@ -238,10 +292,11 @@ class SpillguardLLM(CustomLLM):
 
     def _astream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseAsyncGen:
         scope = current_scope()
+        tools = "tools" in options
         call = self._call(options, scope)
 
         async def gen() -> CompletionResponseAsyncGen:
-            stream = _Stream(scope, kind)
+            stream = _Stream(scope, kind, tools)
             async for event in self._guard.astream(question, **call):
                 for chunk in stream.take(event):
                     yield chunk
@@ -257,10 +312,20 @@ class SpillguardLLM(CustomLLM):
         return prompt, self._options(kwargs, raw_default=not self.is_chat_model)
 
     def _chat_input(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        kwargs = dict(kwargs)
+        tools = kwargs.pop("tools", None)
         if not self.is_chat_model:
+            if tools:
+                raise InvalidInputError(
+                    "`tools` were given but this model has no chat template, so it cannot render them; "
+                    "describe the tools in the prompt instead (a ReActAgent does)"
+                )
             to_prompt = self.messages_to_prompt or generic_messages_to_prompt
             return to_prompt(messages), self._options(kwargs, raw_default=True)
-        return _as_dicts(messages), self._options(kwargs, raw_default=False)
+        options = self._options(kwargs, raw_default=False)
+        if tools:
+            options["tools"] = tool_specs(tools)
+        return to_chat_dicts(messages), options
 
     def _options(self, kwargs: Mapping[str, Any], *, raw_default: bool) -> dict[str, Any]:
         """This call's options: the LLM's defaults, then the call's own; temperature > 0 samples."""
@@ -288,17 +353,23 @@ class SpillguardLLM(CustomLLM):
 
 
 class _Stream:
-    """Turns the guard's stream events into completion chunks; records the verdict in the scope."""
+    """Turns the guard's stream events into completion chunks; records the verdict in the scope.
 
-    def __init__(self, scope: QueryScope | None, kind: str) -> None:
-        self.scope, self.kind, self.text = scope, kind, ""
+    With tools the text is held back (it may be a tool call) and comes, with the calls, in the
+    final chunk; otherwise the final chunk has an empty ``delta`` and carries the verdict.
+    """
+
+    def __init__(self, scope: QueryScope | None, kind: str, tools: bool = False) -> None:
+        self.scope, self.kind, self.tools, self.text = scope, kind, tools, ""
 
     def take(self, event: str | TokenStep | Verdict) -> list[CompletionResponse]:
         if isinstance(event, str):
             self.text += event
-            return [CompletionResponse(text=self.text, delta=event)]
+            return [] if self.tools else [CompletionResponse(text=self.text, delta=event)]
         if isinstance(event, Verdict):
-            final = _completion(event, self.scope, self.kind)
+            final = _completion(event, self.scope, self.kind, tools=self.tools)
+            if self.tools:
+                return [final.model_copy(update={"delta": final.text})]
             return [final.model_copy(update={"text": self.text, "delta": ""})]
         return []
 
@@ -333,23 +404,21 @@ def _context_window(guard: Guard) -> int:
     return int(limit) if isinstance(limit, int) and limit > 0 else 2048
 
 
-def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    if not messages:
-        raise InvalidInputError(f"`messages` must be a non-empty list of ChatMessage, got {messages!r}")
-    return [{"role": _role(m.role), "content": m.content or ""} for m in messages]
-
-
-def _role(role: Any) -> str:
-    value = getattr(role, "value", role)
-    return "system" if value in ("system", "developer") else str(value)
-
-
-def _completion(verdict: Verdict, scope: QueryScope | None, kind: str) -> CompletionResponse:
+def _completion(verdict: Verdict, scope: QueryScope | None, kind: str, *, tools: bool = False) -> CompletionResponse:
+    """The response of one call. With tools, tool-call markup in the answer becomes tool calls and
+    the text is the rest; the evidence (resealed with that text) still scores all the model wrote."""
     if scope is not None:
         scope.record(kind, verdict)
+    query_id = scope.id if scope else None
+    text, calls = parse_tool_calls(verdict.text) if tools else (verdict.text, [])
+    evidence = verdict_evidence(verdict, query_id=query_id)
+    if calls:
+        sealed = Evidence.from_dict(verdict.to_dict(per_token=False))
+        listed = [{"name": c.name, "arguments": dict(c.arguments), "id": c.id} for c in calls]
+        evidence = {**sealed.updated(text=text, tool_calls=listed), "query_id": query_id}
     return CompletionResponse(
-        text=verdict.text,
-        additional_kwargs={METADATA_KEY: verdict_evidence(verdict, query_id=scope.id if scope else None)},
+        text=text if calls else verdict.text,
+        additional_kwargs={METADATA_KEY: evidence, **tool_call_kwargs(calls)},
         logprobs=verdict_logprobs(verdict),
         raw=verdict,
     )

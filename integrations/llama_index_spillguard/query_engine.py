@@ -29,7 +29,7 @@ from guardrail import (
 )
 from guardrail.policy import as_policy
 from guardrail.validation import check_finite, check_text
-from llama_index_spillguard.judging import Answer, check_llm, judged, report, streams_live
+from llama_index_spillguard.judging import Answer, check_llm, judged, report
 from llama_index_spillguard.scope import QueryScope, aiterate_in, iterate_in, query_scope
 
 __all__ = ["RAG_ABSTAIN_TEXT", "SpillguardQueryEngine"]
@@ -121,7 +121,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
     @dispatcher.span
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query = check_text("query", query_bundle.query_str)
-        if streams_live(self._policy):
+        if self._policy.streams_live:
             step = self._policy.step(1)
             with query_scope(query, step=step) as scope:
                 response = self._query_engine.query(query_bundle)
@@ -145,7 +145,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
     @dispatcher.span
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         query = check_text("query", query_bundle.query_str)
-        if streams_live(self._policy):
+        if self._policy.streams_live:
             step = self._policy.step(1)
             with query_scope(query, step=step) as scope:
                 response = await self._query_engine.aquery(query_bundle)

@@ -109,6 +109,38 @@ def test_stream_yields_text_then_steps_then_the_verdict(tiny_model: Any, tiny_to
     assert verdict.answer == g.ask(QUESTION, min_new_tokens=5).answer
 
 
+@pytest.mark.parametrize("policy", [Policy("abstain", abstain_text="?"), Policy("retry", max_attempts=2)])
+def test_a_stream_never_shows_text_the_policy_replaces(tiny_model: Any, tiny_tokenizer: Any, policy: Policy) -> None:
+    """Regression: the answer streamed live, then the verdict said "abstain" — a reader (an
+    agent, a chat UI) kept the streamed hallucination. Now the decided text is what streams."""
+    g = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=policy)  # every answer is flagged
+    events = list(g.stream(QUESTION, min_new_tokens=5))
+    verdict = events[-1]
+    assert isinstance(verdict, Verdict) and verdict.hallucinated
+    assert [e for e in events if isinstance(e, str)] == [verdict.text]  # one piece, the decided text
+    assert len(verdict.attempts) == policy.attempts  # judged first: retries included
+    if policy.on_hallucination == "abstain":
+        assert verdict.text == "?"
+
+
+def test_a_stream_under_a_caller_step_is_live(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    g = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=Policy("abstain", abstain_text="?"))
+    events = list(g.stream(QUESTION, min_new_tokens=5, step=g.policy.step(1)))
+    assert len([e for e in events if isinstance(e, str)]) > 1  # token by token: the caller decides
+
+
+def test_an_astream_never_shows_text_the_policy_replaces(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    import asyncio
+
+    g = guard(tiny_model, tiny_tokenizer, threshold=-1e9, policy=Policy("abstain", abstain_text="?"))
+
+    async def collect() -> list[Any]:
+        return [e async for e in g.astream(QUESTION, min_new_tokens=5)]
+
+    events = asyncio.run(collect())
+    assert [e for e in events if isinstance(e, str)] == ["?"] and isinstance(events[-1], Verdict)
+
+
 def test_closing_a_stream_stops_generation(tiny_model: Any, tiny_tokenizer: Any) -> None:
     g = guard(tiny_model, tiny_tokenizer, max_new_tokens=60)
     stream = g.stream(QUESTION, min_new_tokens=60)

@@ -23,7 +23,7 @@ from langchain_core.tools import tool
 
 from guardrail import NotGuardedError, Policy
 from langchain_spillguard import ChatSpillguard, SpillguardMiddleware
-from tests.langchain.scripted import WEATHER_CALL, scripted_guard
+from tests.scripted import WEATHER_CALL, scripted_guard
 
 WRONG = {"messages": [{"role": "user", "content": "What is the capital of Honduras?"}]}
 

@@ -2,7 +2,7 @@
 callbacks on errors, serialization, judged-text guarantees and cancellation.
 
 Tiny in-memory models (the random one of tests/conftest.py and the scripted one of
-tests/langchain/scripted.py); the checks that need the real model are marked ``integration``.
+tests/scripted.py); the checks that need the real model are marked ``integration``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from langchain_spillguard import (
     SpillguardRunnable,
     UnscoredResponseError,
 )
-from tests.langchain.scripted import scripted_guard
+from tests.scripted import scripted_guard
 
 QUESTION = "what is the capital of france ?"
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from guardrail import InvalidInputError
 from langchain_spillguard import ChatSpillguard, SpillguardRunnable, evidence_of
-from tests.langchain.scripted import WEATHER_CALL, scripted_guard
+from tests.scripted import WEATHER_CALL, scripted_guard
 
 QUESTION = "what is the weather in paris ?"
 

@@ -17,7 +17,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
-from guardrail import Guard, InvalidInputError, Policy, RetryStep
+from guardrail import Calibration, Guard, InvalidInputError, Policy, RetryStep
 from langchain_spillguard import (
     STEP_KEY,
     ChatSpillguard,
@@ -304,6 +304,20 @@ def test_streaming_field_streams_inside_invoke(tiny_model: Any, tiny_tokenizer: 
     chat = ChatSpillguard(guard=Guard(tiny_model, tiny_tokenizer, max_new_tokens=6), streaming=True)
     message = chat.invoke(QUESTION, config={"callbacks": [seen]})
     assert "".join(seen.tokens) == message.content and evidence_of(message) is not None
+
+
+def test_streaming_an_abstaining_chat_model_streams_the_abstention(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """Regression: the answer streamed token by token and the merged message kept it, while its
+    metadata said "abstain"."""
+    policy = Policy("abstain", abstain_text="I don't know.")
+    flag_all = Calibration.uncalibrated(-1e9)
+    guard = Guard(tiny_model, tiny_tokenizer, max_new_tokens=6, calibration=flag_all, policy=policy)
+    chunks = list(ChatSpillguard(guard=guard).stream(QUESTION))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert merged.content == "I don't know."
+    assert merged.response_metadata["spillguard"]["action"] == "abstain"
 
 
 def test_closing_a_stream_early_releases_the_model(tiny_chat: ChatSpillguard) -> None:
