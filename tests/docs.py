@@ -2,7 +2,9 @@
 
 A snippet line ``expr  # 1.09`` or ``expr  # 'Paris'`` states the expression's value; the
 runner evaluates it and compares (numbers to the digits shown). Every other statement is
-executed, in one namespace shared by all the page's blocks.
+executed, in one namespace shared by all the page's blocks. A block right after the line
+``<!-- snippet not run: REASON -->`` is skipped (it needs something only the reader has, such as
+their own model folder).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Any
 
 __all__ = ["python_blocks", "run_snippets"]
 
+_BLOCK = re.compile(r"(<!-- snippet not run: [^>]+ -->\n)?```python\n(.*?)```", flags=re.DOTALL)
 _LITERAL = re.compile(r"""#\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|True|False)(?:\s|$|:)""")
 
 
 def python_blocks(doc: Path) -> list[str]:
-    """The page's fenced ```python blocks, in order."""
-    return re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    """The page's fenced ```python blocks to run, in order."""
+    found = _BLOCK.findall(doc.read_text(encoding="utf-8"))
+    return [block for skipped, block in found if not skipped]
 
 
 def run_snippets(doc: Path, namespace: dict[str, Any]) -> int:
