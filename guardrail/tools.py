@@ -23,8 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guardrail.errors import InvalidInputError
+from guardrail.verdict import Evidence
 
-__all__ = ["ToolCall", "check_tools", "choose_tools", "parse_tool_calls", "template_supports_tools"]
+__all__ = [
+    "ToolCall",
+    "check_tools",
+    "choose_tools",
+    "parse_tool_calls",
+    "template_supports_tools",
+    "with_tool_calls",
+]
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 _PYTHON_TAG = "<|python_tag|>"
@@ -48,6 +56,34 @@ class ToolCall:
     def to_template(self) -> dict[str, Any]:
         """The call as chat templates expect it in an assistant message's ``tool_calls``."""
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": dict(self.arguments)}}
+
+    @classmethod
+    def from_template(cls, item: object) -> ToolCall:
+        """The inverse of :meth:`to_template` (arguments may also be JSON text, as some hosts store them).
+
+        Raises:
+            InvalidInputError: ``item`` is not a function call with a name and JSON-object arguments.
+        """
+        function = item.get("function") if isinstance(item, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise InvalidInputError(
+                f"a tool call must be {{'function': {{'name': ..., 'arguments': ...}}}}, got {item!r}"
+            )
+        arguments = function.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise InvalidInputError(f"the arguments of tool call {item!r} are not JSON: {exc}") from None
+        if not isinstance(arguments, Mapping):
+            raise InvalidInputError(f"the arguments of tool call {item!r} must be a JSON object")
+        call_id = item.get("id") if isinstance(item, Mapping) else None
+        extra = {"id": call_id} if isinstance(call_id, str) and call_id else {}
+        return cls(function["name"], dict(arguments), **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name", "arguments", "id"}``, as listed under a verdict's ``tool_calls``."""
+        return {"name": self.name, "arguments": dict(self.arguments), "id": self.id}
 
 
 def template_supports_tools(tokenizer: Any) -> bool:
@@ -92,6 +128,13 @@ def choose_tools(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> lis
         f"`tool_choice` must be 'auto', 'none', 'any', 'required' or one of the bound tools {names}, "
         f"got {tool_choice!r}"
     )
+
+
+def with_tool_calls(evidence: Mapping[str, Any], text: str, calls: Sequence[ToolCall]) -> dict[str, Any]:
+    """Sealed verdict metadata (:meth:`guardrail.Verdict.to_dict`) for a message that shows
+    ``text`` and carries ``calls``: resealed with that text and the calls listed under
+    ``tool_calls``; the scores still judge the whole answer the model wrote."""
+    return Evidence.from_dict(evidence).updated(text=text, tool_calls=[c.to_dict() for c in calls])
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:

@@ -25,7 +25,6 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_vali
 from guardrail import (
     METADATA_KEY,
     Calibration,
-    Evidence,
     Guard,
     HallucinationDetected,
     InvalidInputError,
@@ -36,7 +35,7 @@ from guardrail import (
     Verdict,
 )
 from guardrail.loading import DEFAULT_MODEL_NAME
-from guardrail.tools import ToolCall, choose_tools, parse_tool_calls
+from guardrail.tools import ToolCall, choose_tools, parse_tool_calls, with_tool_calls
 from langchain_spillguard.evidence import QUESTION_KEY, STEP_KEY, STEPS_KEY, logprobs_of
 from langchain_spillguard.messages import to_chat_dicts, to_lc_tool_calls
 from langchain_spillguard.structured import (
@@ -481,9 +480,7 @@ class ChatSpillguard(BaseChatModel):
         if request.tools:
             text, calls = parse_tool_calls(verdict.text)
             if calls:
-                data = Evidence.from_dict(data).updated(
-                    text=text, tool_calls=[{"name": c.name, "arguments": dict(c.arguments), "id": c.id} for c in calls]
-                )
+                data = with_tool_calls(data, text, calls)
                 finish = "tool_calls"
         info: dict[str, Any] = {
             "model_name": self.model_name,

@@ -38,8 +38,8 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
-from guardrail import METADATA_KEY, Evidence, Guard, InvalidInputError, TokenStep, Verdict
-from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools
+from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools, with_tool_calls
 from guardrail.validation import check_finite, check_int
 from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
 from llama_index_spillguard.messages import to_chat_dicts, tool_call_kwargs, tool_selections, tool_specs
@@ -413,9 +413,7 @@ def _completion(verdict: Verdict, scope: QueryScope | None, kind: str, *, tools:
     text, calls = parse_tool_calls(verdict.text) if tools else (verdict.text, [])
     evidence = verdict_evidence(verdict, query_id=query_id)
     if calls:
-        sealed = Evidence.from_dict(verdict.to_dict(per_token=False))
-        listed = [{"name": c.name, "arguments": dict(c.arguments), "id": c.id} for c in calls]
-        evidence = {**sealed.updated(text=text, tool_calls=listed), "query_id": query_id}
+        evidence = {**with_tool_calls(verdict.to_dict(per_token=False), text, calls), "query_id": query_id}
     return CompletionResponse(
         text=text if calls else verdict.text,
         additional_kwargs={METADATA_KEY: evidence, **tool_call_kwargs(calls)},

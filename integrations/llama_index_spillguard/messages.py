@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,18 +87,4 @@ def _dict(index: int, message: ChatMessage) -> dict[str, Any]:
 def _calls_of(message: ChatMessage) -> list[ToolCall]:
     """The calls stored under ``additional_kwargs["tool_calls"]`` (template form)."""
     stored = message.additional_kwargs.get(TOOL_CALLS_KEY) or []
-    calls = []
-    for item in stored if isinstance(stored, list) else []:
-        function = item.get("function") if isinstance(item, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise InvalidInputError(f"a tool call of the message is not a function call: {item!r}")
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):  # some hosts store the arguments as JSON text
-            try:
-                arguments = json.loads(arguments)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise InvalidInputError(f"the arguments of tool call {item!r} are not JSON: {exc}") from None
-        call_id = item.get("id")
-        extra = {"id": call_id} if isinstance(call_id, str) and call_id else {}
-        calls.append(ToolCall(function["name"], dict(arguments) if isinstance(arguments, Mapping) else {}, **extra))
-    return calls
+    return [ToolCall.from_template(item) for item in (stored if isinstance(stored, list) else [])]

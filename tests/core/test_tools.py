@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from guardrail import Guard, InvalidInputError
-from guardrail.tools import ToolCall, check_tools, parse_tool_calls, template_supports_tools
+from guardrail.tools import ToolCall, check_tools, parse_tool_calls, template_supports_tools, with_tool_calls
 from tests.conftest import build_tiny_tokenizer
 
 TOOL_TEMPLATE = (
@@ -78,3 +78,29 @@ def test_parse_tool_calls(text: str, kept: str, calls: list[tuple[str, dict[str,
     assert rest == kept
     assert [(c.name, dict(c.arguments)) for c in found] == calls
     assert all(c.id.startswith("call_") for c in found)
+
+
+def test_a_template_call_reads_back_as_the_same_call() -> None:
+    call = ToolCall("get_weather", {"city": "Paris"}, id="call_1")
+    assert ToolCall.from_template(call.to_template()) == call
+    as_text = {"id": "c", "function": {"name": "f", "arguments": '{"x": 1}'}}  # JSON-text arguments
+    assert ToolCall.from_template(as_text) == ToolCall("f", {"x": 1}, id="c")
+    for bad in ({"function": {"arguments": {}}}, "f", {"function": {"name": "f", "arguments": "{x"}}):
+        with pytest.raises(InvalidInputError):
+            ToolCall.from_template(bad)
+    with pytest.raises(InvalidInputError, match="JSON object"):
+        ToolCall.from_template({"function": {"name": "f", "arguments": "[1]"}})
+
+
+def test_with_tool_calls_reseals_the_evidence_for_the_text_shown(tiny_guard: Guard) -> None:
+    from guardrail import Evidence, UnscoredResponseError
+
+    data = tiny_guard.ask("what is the capital of france ?").to_dict(per_token=False)
+    call = ToolCall("f", {"x": 1}, id="c")
+    out = with_tool_calls(data, "", [call])
+    evidence = Evidence.from_dict(out)
+    assert evidence.check("") is evidence  # sealed, about the text shown
+    assert out["tool_calls"] == [{"name": "f", "arguments": {"x": 1}, "id": "c"}]
+    assert (out["answer"], out["score"]) == (data["answer"], data["score"])  # still the model's whole answer
+    with pytest.raises(UnscoredResponseError):
+        with_tool_calls({**data, "score": 0.0}, "", [call])  # forged evidence is not resealed
