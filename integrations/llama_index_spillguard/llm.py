@@ -224,8 +224,6 @@ class SpillguardLLM(FunctionCallingLLM):
         chunks = astream_completion_response_to_chat_response(self._astream(question, options, "astream_chat"))
         return _achat_stream(chunks)
 
-    # -- implementation --------------------------------------------------------------------
-
     # -- tools ---------------------------------------------------------------------------
 
     def _prepare_chat_with_tools(

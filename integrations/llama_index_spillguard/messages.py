@@ -72,8 +72,8 @@ def _dict(index: int, message: ChatMessage) -> dict[str, Any]:
             f"message {index} has the role {value!r}; SpillguardLLM takes system, user, assistant and tool messages"
         )
     out: dict[str, Any] = {"role": role, "content": message.content or ""}
-    calls = _calls_of(message)
-    if role == "assistant" and calls:
+    calls = _calls_of(message) if role == "assistant" else []
+    if calls:
         out["tool_calls"] = [c.to_template() for c in calls]
     if role == "tool":
         extra = message.additional_kwargs

@@ -102,16 +102,13 @@ def current_scope() -> QueryScope | None:
 def query_scope(query: str, *, step: RetryStep | None = None) -> Iterator[QueryScope]:
     """Open a scope for ``query``: guarded LLM calls inside it make attempt ``step`` (default the
     first) and record their verdicts there."""
-    scope = QueryScope(query, step or RetryStep(), parent=_CURRENT.get())
-    token = _CURRENT.set(scope)
-    try:
+    with _entered(QueryScope(query, step or RetryStep(), parent=_CURRENT.get())) as scope:
         yield scope
-    finally:
-        _CURRENT.reset(token)
 
 
 @contextmanager
 def _entered(scope: QueryScope) -> Iterator[QueryScope]:
+    """Make ``scope`` the current one for the block."""
     token = _CURRENT.set(scope)
     try:
         yield scope
