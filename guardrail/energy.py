@@ -51,7 +51,7 @@ Metric = Literal[
     "logprob",
     "entropy",
 ]
-Pooling = Literal["min", "max", "mean", "last"]
+Pooling = Literal["min", "max", "mean", "last", "sum"]
 METRICS: tuple[str, ...] = get_args(Metric)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 
@@ -150,4 +150,6 @@ def pool(values: np.ndarray, pooling: str) -> float:
         return float(values.mean())
     if pooling == "last":
         return float(values[-1])
+    if pooling == "sum":
+        return float(values.sum())
     raise InvalidInputError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}")

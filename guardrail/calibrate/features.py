@@ -5,8 +5,6 @@ A column is one number per record. Runtime columns (``metric[pooling]@localizer`
 what a :class:`~guardrail.Calibration` feature computes, so a detector built from them can be
 shipped. The others are measured here to see whether they are worth a core change:
 
-- ``span_sum`` pooling (``logprob[sum]``): the log-probability of the whole span, LM-Polygraph's
-  *maximum sequence probability*;
 - ``length``: the number of span tokens;
 - ``word`` (first sub-word only): the metric pooled over the span tokens that start a word, so
   continuations such as "ília" in "Brasília" are left out;
@@ -31,7 +29,7 @@ from guardrail.errors import InvalidInputError
 __all__ = ["ENERGY_METRICS", "RESEARCH_POOLINGS", "Column", "runtime_columns"]
 
 ENERGY_METRICS = frozenset({"spilled_energy", "scaled_spilled_energy", "marginal_energy", "logit_energy"})
-RESEARCH_POOLINGS = ("sum", "length", "word-min", "word-mean", "inner-min", "inner-mean", "after", "z-min", "z-mean")
+RESEARCH_POOLINGS = ("length", "word-min", "word-mean", "inner-min", "inner-mean", "after", "z-min", "z-mean")
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,6 @@ class Column:
         values = record.scores.metric(self.metric)
         inside = values[span.start : span.stop]
         kind, _, how = self.pooling.partition("-")
-        if kind == "sum":
-            return float(inside.sum())
         if kind == "length":
             return float(len(inside))
         if kind == "word":

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from guardrail.calibrate.features import RESEARCH_POOLINGS, Column, runtime_columns
@@ -317,6 +318,9 @@ class Outer:
         auroc: its AUROC on this task; ``false_flag_rate`` and ``recall`` at its threshold.
         ablation: the AUROC of the same candidate without energy features (``None``: it uses none).
         baseline: the best baseline ``evaluate`` prints on this task (a-priori direction) and its AUROC.
+        in_task: the same candidate fitted *on this task itself* (stratified 5-fold cross-validated
+            AUROC): what its features carry when the task is known, a reference rather than an
+            estimate (``nan`` when a class has fewer than 5 answers).
     """
 
     task: str
@@ -328,6 +332,7 @@ class Outer:
     recall: float
     ablation: float | None
     baseline: tuple[str, float]
+    in_task: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -441,8 +446,20 @@ def _outer(
     ablation = _apply(reduced, inner, target, limit, cache).auroc if reduced else None
     return Outer(
         name, held.n, held.accuracy, best.name, held.auroc, held.false_flag_rate, held.recall, ablation,
-        _best_baseline(target),
+        _best_baseline(target), _in_task(best, target, cache),
     )  # fmt: skip
+
+
+def _in_task(candidate: Candidate, target: Scored, cache: dict[tuple[int, Column], np.ndarray]) -> float:
+    """``candidate``'s stratified 5-fold cross-validated AUROC within ``target`` alone."""
+    y = target.labels
+    if min(int(y.sum()), int((~y).sum())) < 5:
+        return math.nan
+    x = _matrix(target, candidate.columns, cache)
+    scores = np.empty(len(y))
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+        scores[test] = fit(candidate, x[train], y[train]).score(x[test])
+    return float(roc_auc_score(y, scores))
 
 
 def _apply(

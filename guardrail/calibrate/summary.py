@@ -245,20 +245,24 @@ def render_selection(selection: Any, top: int = 15) -> str:
         rows = selection.nested
         lines += [
             "  nested leave-one-task-out (each task left out of the whole procedure: selection, fit, threshold):",
-            f"    {'task':<34} {'n':>5} {'acc':>5} {'AUROC':>6} {'FFR':>5} {'recall':>6} {'no-energy':>9}  "
-            "best baseline (AUROC)  chosen by the other tasks",
+            f"    {'task':<34} {'n':>5} {'acc':>5} {'AUROC':>6} {'FFR':>5} {'recall':>6} {'no-energy':>9} "
+            f"{'in-task':>7}  best baseline (AUROC)  chosen by the other tasks",
         ]
         for o in rows:
             ablation = "-" if o.ablation is None else f"{o.ablation:.3f}"
             lines.append(
                 f"    {o.task:<34} {o.n:>5} {o.accuracy:>5.2f} {o.auroc:>6.3f} {o.false_flag_rate:>5.2f} "
-                f"{o.recall:>6.2f} {ablation:>9}  {o.baseline[1]:.3f} {o.baseline[0]}  {o.chosen}"
+                f"{o.recall:>6.2f} {ablation:>9} {o.in_task:>7.3f}  {o.baseline[1]:.3f} {o.baseline[0]}  {o.chosen}"
             )
         mean = sum(o.auroc for o in rows) / len(rows)
         lines.append(
             f"    mean AUROC {mean:.3f}; mean best baseline {sum(o.baseline[1] for o in rows) / len(rows):.3f}; "
             f"mean false-flag rate {sum(o.false_flag_rate for o in rows) / len(rows):.3f}, "
             f"mean recall {sum(o.recall for o in rows) / len(rows):.3f}"
+        )
+        lines.append(
+            "    (in-task: the same detector fitted on that task itself, 5-fold cross-validated: what its features "
+            "carry when the task is known)"
         )
     research = [r for r in selection.ranked if not r.candidate.shippable]
     if research:

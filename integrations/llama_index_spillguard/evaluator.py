@@ -24,7 +24,7 @@ __all__ = ["SpillguardEvaluator"]
 
 
 class SpillguardEvaluator(BaseEvaluator):
-    """Passes an answer whose spilled-energy score is at or below the threshold.
+    """Passes an answer whose spillguard score is at or below the threshold.
 
     Unlike LLM-judge evaluators it reads logits, not text: for a :class:`Response` from a
     :class:`SpillguardQueryEngine` it reads ``metadata["spillguard"]`` (no model call);
@@ -152,7 +152,7 @@ def _result(
         feedback = f"the answer is empty and cannot be scored, so it fails (threshold {threshold:.3f})"
     else:
         verb = "at or below" if passing else "above"
-        feedback = f"spilled-energy score {value:.3f} is {verb} the threshold {threshold:.3f} (scored span {span!r})"
+        feedback = f"spillguard score {value:.3f} is {verb} the threshold {threshold:.3f} (scored span {span!r})"
     return EvaluationResult(
         query=query,
         contexts=list(contexts) if contexts is not None else None,

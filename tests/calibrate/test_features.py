@@ -29,15 +29,17 @@ def _scored() -> Scored:
 def test_runtime_columns_are_the_core_pooling() -> None:
     scored = _scored()
     columns = runtime_columns(["heuristic"])
-    assert len(columns) == 24 and all(c.runtime for c in columns)
+    assert len(columns) == 30 and all(c.runtime for c in columns)
     column = Column("spilled_energy", "min", "heuristic")
     assert column.values(scored)[0] == pytest.approx(min(NEXT[3] - CHOSEN[3], NEXT[4] - CHOSEN[4]))
+    # the span's log-likelihood (LM-Polygraph's maximum sequence probability) is a core pooling now
+    total = Column("spilled_energy", "sum", "heuristic")
+    assert total.runtime and total.values(scored)[0] == pytest.approx((9 - 8) + (10 - 2))
 
 
 @pytest.mark.parametrize(
     ("pooling", "expected"),
     [
-        ("sum", (9 - 8) + (10 - 2)),
         ("length", 2),
         ("word-min", 9 - 8),  # "ília" continues a word: left out
         ("inner-min", 10 - 2),  # the span without its first token

@@ -150,3 +150,4 @@ def test_nested_leaves_each_task_out_of_the_whole_procedure() -> None:
         assert outer.n == 60 and outer.auroc > 0.9 and outer.chosen
         assert outer.baseline[0] and 0 <= outer.baseline[1] <= 1
         assert outer.ablation is None or 0 <= outer.ablation <= 1
+        assert outer.in_task > 0.9  # fitted on the task itself, cross-validated

@@ -1,4 +1,4 @@
-"""The calibrations chosen leave-one-task-out (general and RAG) load, state their goal and what they expect."""
+"""The shipped calibrations (default, 11-task, RAG), chosen leave-one-task-out, state their goal and expectations."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from guardrail.calibration import Calibration
 DATA = Path(guardrail.__file__).parent / "data"
 
 
-@pytest.mark.parametrize("name", ["loto_calibration.json", "rag_calibration.json"])
+@pytest.mark.parametrize("name", ["default_calibration.json", "loto_calibration.json", "rag_calibration.json"])
 def test_shipped_calibration_states_goal_and_expectations(name: str) -> None:
     calibration = Calibration.load(DATA / name)
     assert calibration.goal.startswith("false-flag-rate=")

@@ -104,6 +104,7 @@ def test_pooling(values: np.ndarray) -> None:
     assert pool(values, "max") == values.max()
     assert pool(values, "mean") == pytest.approx(values.mean())
     assert pool(values, "last") == values[-1]
+    assert pool(values, "sum") == pytest.approx(len(values) * pool(values, "mean"))
     assert pool(values, "min") - 1e-9 <= pool(values, "mean") <= pool(values, "max") + 1e-9
 
 
