@@ -131,7 +131,7 @@ def generate(
     guard: Any,
     dataset: Dataset,
     *,
-    batch_size: int = 16,
+    batch_size: int = 32,
     max_new_tokens: int = 32,
     cache: Path | bool | None = True,
     progress: bool = True,
@@ -236,7 +236,7 @@ def _key_of(prompt: object) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
 
 
-def retry_verdicts(guard: Any, records: list[Record], *, batch_size: int = 16, max_new_tokens: int = 32) -> list[Any]:
+def retry_verdicts(guard: Any, records: list[Record], *, batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:
     """The guard's verdicts (under its own policy, e.g. retry) on the questions of ``records``.
 
     Not cached: retries sample. Items without context go through :meth:`Guard.ask_batch`;

@@ -62,7 +62,12 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         help="fraction of each dataset in the validation part (default 1: all of it)",
     )
     add_model_option(parser)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="questions per left-padded generation batch (default 32; larger is faster on CPU, same answers)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(
         "--localizers",

@@ -68,6 +68,23 @@ def test_wrong_answers_score_higher_than_right_ones(real_guard: Guard) -> None:
     assert isinstance(right, Verdict) and wrong.score > right.score
 
 
+def test_answers_do_not_depend_on_the_batch_size(real_guard: Guard) -> None:
+    """`spillguard evaluate` batches 32 questions by default (faster on CPU than 16): the same
+    prompts padded among other company give the same greedy answers and scores."""
+    questions = [
+        "What is the capital of Japan?",
+        "Who wrote the play Romeo and Juliet?",
+        "What is the chemical symbol for gold?",
+        "What is the capital of the state of Vermont?",
+        "How many legs does a spider have?",
+        "What is the capital of Kyrgyzstan?",
+    ]
+    alone = real_guard.ask_batch(questions, batch_size=1, max_new_tokens=12)
+    together = real_guard.ask_batch(questions, batch_size=len(questions), max_new_tokens=12)
+    assert [v.answer for v in together] == [v.answer for v in alone]
+    assert max(abs(a.score - b.score) for a, b in zip(alone, together, strict=True)) <= 1e-3
+
+
 def test_llm_extraction_localizer_runs_on_the_real_model(real_guard: Guard) -> None:
     guard = Guard(real_guard.model, real_guard.tokenizer, localizer="llm", name=real_guard.fingerprint.name)
     verdict = guard.ask("What is the capital of Japan?", max_new_tokens=16)
