@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from transformers.utils import logging as hf_logging
 
 from guardrail.calibration import Calibration
 from guardrail.guard import Guard
@@ -42,4 +46,19 @@ def build_guard(args: argparse.Namespace, *, calibration: Calibration | None = N
         calibration = Calibration.load(args.calibration)
     if calibration is not None:
         kwargs["calibration"] = calibration
-    return Guard.from_pretrained(args.model, **kwargs) if args.model else Guard.default(**kwargs)
+    with _progress_bars(not getattr(args, "quiet", False)):
+        return Guard.from_pretrained(args.model, **kwargs) if args.model else Guard.default(**kwargs)
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """Hugging Face's own progress bars (the "Loading weights" bar) off while a ``--quiet``
+    command loads its model; the switch is put back as it was."""
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

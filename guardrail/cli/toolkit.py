@@ -80,7 +80,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         "string with {context} and {question}); rows may name their own",
     )
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (model loading, generation)")
     add_engine_options(parser)  # --engine, --replicas, --cpus-per-replica, --gpus-per-replica, --address
 
 

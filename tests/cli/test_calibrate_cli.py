@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,3 +212,12 @@ def test_calibrate_leave_one_task_out_then_evaluate_retry(
     assert retry["n"] == summary["n"] and 1 <= retry["mean_attempts"] <= 2 and retry["max_attempts"] == 2
     assert 0 <= retry["final_accuracy"] <= 1 and summary["calibration"]["expected"]["recall"] > 0
     assert summary["best_baseline"]["name"] in {b["name"] for b in summary["baselines"]}
+
+
+def test_quiet_silences_the_model_loading_bar(bundled: object) -> None:
+    """``--quiet`` once left transformers' "Loading weights" bar on stderr; only warnings remain."""
+    command = [sys.executable, "-m", "guardrail.cli", "evaluate", "--data", "given:capitals", "--limit", "4"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    quiet = subprocess.run([*command, "--quiet", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Loading weights" not in quiet.stderr and json.loads(quiet.stdout)["summary"]["n"] == 4
