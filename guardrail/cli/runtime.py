@@ -39,7 +39,7 @@ def configure_demo(parser: argparse.ArgumentParser) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """Ten real questions, highlighted spans, verdicts, and how many verdicts were right."""
-    console.print("spillguard demo: the bundled model answers real questions; spilled energy judges each answer.")
+    console.print("spillguard demo: the bundled model answers real questions; its raw logits judge each answer.")
     guard = build_guard(args)
     console.print(f"model: {guard.fingerprint.name}   calibration: {guard.calibration.describe()}\n", markup=False)
     verdicts = guard.ask_batch([q for q, _ in DEMO_QUESTIONS])
