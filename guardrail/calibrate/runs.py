@@ -111,6 +111,11 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="generating", unit="q", file=sys.stderr, disable=not enabled, leave=False)
 
 
+BATCH_SIZE = 32
+"""Questions per left-padded batch of a run (and of ``spillguard evaluate``/``calibrate``): on a
+2-core CPU 32 answers 6.7 questions/s against 4.8 at 16, with the same answers (docs/benchmarks.md)."""
+
+
 @dataclass(frozen=True)
 class Run:
     """The records of one dataset and how long the missing generations took."""
@@ -131,7 +136,7 @@ def generate(
     guard: Any,
     dataset: Dataset,
     *,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     max_new_tokens: int = 32,
     cache: Path | bool | None = True,
     progress: bool = True,
@@ -236,7 +241,9 @@ def _key_of(prompt: object) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False, sort_keys=True)
 
 
-def retry_verdicts(guard: Any, records: list[Record], *, batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:
+def retry_verdicts(
+    guard: Any, records: list[Record], *, batch_size: int = BATCH_SIZE, max_new_tokens: int = 32
+) -> list[Any]:
     """The guard's verdicts (under its own policy, e.g. retry) on the questions of ``records``.
 
     Not cached: retries sample. Items without context go through :meth:`Guard.ask_batch`;

@@ -83,3 +83,14 @@ def test_data_fetch_archive_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     fake.write_bytes(b"not the sdist")
     assert "not the pinned" in _error(capsys, ["data", "fetch", "bigbench", "--archive", str(fake)])
     assert "`name` must be bigbench" in _error(capsys, ["data", "fetch", "squad"])
+
+
+@pytest.mark.parametrize(
+    "argv", [["evaluate", "--data", "capitals"], ["calibrate", "--data", "capitals", "--out", "x.json"]]
+)
+def test_the_batch_size_default_is_the_runs_one(argv: list[str]) -> None:
+    """The CLI cannot import the toolkit before a command runs, so its default is a literal: kept equal here."""
+    from guardrail.calibrate.runs import BATCH_SIZE
+    from guardrail.cli.app import parser
+
+    assert parser().parse_args(argv).batch_size == BATCH_SIZE
