@@ -3,9 +3,10 @@
 The prompt has the common RAG shape: the retrieved context and the question in one human
 message. ``question_key`` tells the guard which part is the question, so the scored span is the
 answer ("1911"), not words copied from the context. The retriever is a tiny keyword-overlap
-``BaseRetriever``. ``Calibration.bundled("rag")`` was fitted on RAG prompts of this shape; it
-lets "built in 1911" through and flags the answers that start with the name ("Canberra is..."),
-whose first token carries the position's energy. Run: python examples/langchain_rag.py
+``BaseRetriever``. ``Calibration.bundled("rag")`` is the default detector plus the grounding
+check: an answer whose span is not written in the prompt is flagged. It lets the three answers
+copied from the documents through ("built in 1911") and flags the invented designer of the
+lighthouse, which the documents do not name. Run: python examples/langchain_rag.py
 """
 
 import re
@@ -32,6 +33,7 @@ QUESTIONS = [
     "What is the capital of Australia?",
     "What is the capital of Kenya?",
     "In which year was the Harrowgate Lighthouse built?",
+    "Who designed the Harrowgate Lighthouse?",  # not in the documents
 ]
 
 

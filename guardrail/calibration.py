@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import Self
 
 from guardrail.energy import Metric, Pooling
-from guardrail.errors import CalibrationError, CaptureError
+from guardrail.errors import CalibrationError, CaptureError, InvalidInputError
+from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING, GroundingMetric, ungrounded
 from guardrail.localize import LOCALIZERS, Span
 from guardrail.scores import TokenScores
 
 __all__ = [
     "BUNDLED_CALIBRATIONS",
+    "GROUNDING_VETO",
     "SCHEMA_VERSION",
     "Calibration",
     "Feature",
@@ -52,6 +54,9 @@ _BUNDLED_DIR = Path(__file__).parent / "data"
 # Provisional threshold of the uncalibrated default (-ΔE min over the heuristic span), measured
 # on the bundled model's answers to world-capital questions; a fitted calibration replaces it.
 UNCALIBRATED_THRESHOLD = 1.0
+
+GROUNDING_VETO = 10.0
+"""What :meth:`Calibration.with_grounding` adds to the score of an ungrounded answer by default."""
 
 
 MAX_FEATURES = 64
@@ -94,13 +99,37 @@ class _Frozen(BaseModel):
 
 
 class Feature(_Frozen):
-    """One pooled metric of the span, standardized and weighted (all numbers finite, bounded)."""
+    """One pooled metric of the span, standardized and weighted (all numbers finite, bounded).
 
-    metric: Metric
+    ``metric`` is a per-token metric of :mod:`guardrail.energy` pooled over the span's tokens, or
+    ``"ungrounded"`` (:mod:`guardrail.grounding`: 1 when the span's words are not in the prompt),
+    whose pooling is ``"max"``.
+    """
+
+    metric: Metric | GroundingMetric
     pooling: Pooling
     weight: Bounded
     center: Bounded = 0.0
     scale: float = Field(default=1.0, ge=1e-9, le=_BOUND, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _span_level_pooling(self) -> Self:
+        if self.metric in GROUNDING_METRICS and self.pooling != GROUNDING_POOLING:
+            raise ValueError(
+                f"`pooling` of the span-level metric {self.metric!r} must be {GROUNDING_POOLING!r}, "
+                f"got {self.pooling!r}"
+            )
+        return self
+
+    def value(self, scores: TokenScores, span: Span, sources: str | None) -> float:
+        """The raw (unstandardized) pooled value of this feature for one span."""
+        if self.metric in GROUNDING_METRICS:
+            if sources is None:
+                raise InvalidInputError(
+                    f"the feature {self.describe()} needs the prompt's text (`sources`) to look the span up in"
+                )
+            return ungrounded(span.text, sources)
+        return scores.pooled(self.metric, self.pooling, span.indices)
 
     def describe(self) -> str:
         """E.g. ``-1·spilled_energy[min]``."""
@@ -191,11 +220,53 @@ class Calibration(_Frozen):
             raise CalibrationError(f"`name` must be one of {BUNDLED_CALIBRATIONS}, got {name!r}")
         return cls.load(_BUNDLED_DIR / f"{name}_calibration.json")
 
-    def score(self, scores: TokenScores, span: Span) -> float:
-        """The span's score, higher = more likely hallucinated; never NaN or infinite."""
+    @property
+    def grounded(self) -> bool:
+        """Whether a feature looks the span up in the prompt (``"ungrounded"``): meant for prompts
+        that carry the answer's sources (RAG), not for closed-book questions."""
+        return any(f.metric in GROUNDING_METRICS for f in self.features)
+
+    @property
+    def can_ground(self) -> bool:
+        """Whether :meth:`with_grounding` applies: no grounding feature yet, and a localized span
+        (not the whole answer) to look up."""
+        return not self.grounded and self.localizer != "whole"
+
+    def with_grounding(self, weight: float = GROUNDING_VETO) -> Calibration:
+        """This detector with the grounding feature added: an answer whose span is not in the
+        prompt (:func:`guardrail.grounding.ungrounded`) scores ``weight`` more.
+
+        With the default ``weight`` (:data:`GROUNDING_VETO`) and a detector whose score is at
+        least ``threshold - weight`` for every answer (the bundled default's score, a negated
+        log-likelihood, is never below 0), an ungrounded answer is always flagged: a veto on top
+        of the detector, with no fitted parameter. The report is kept and says so.
+        """
+        if not self.can_ground:
+            why = "already has a grounding feature" if self.grounded else "scores the whole answer"
+            raise CalibrationError(
+                f"cannot add the grounding feature: the calibration {why} ({self.describe()}); it looks up a "
+                "localized span (a name, a number), and a whole answer is rarely copied word for word"
+            )
+        feature = Feature(metric="ungrounded", pooling=GROUNDING_POOLING, weight=weight)
+        report = self.report
+        if report is not None:
+            note = f"then {feature.describe()} added (not fitted)"
+            selection = f"{report.selection}; {note}" if report.selection else note
+            report = report.model_copy(update={"selection": selection})
+        return self.model_copy(update={"features": (*self.features, feature), "report": report})
+
+    def score(self, scores: TokenScores, span: Span, sources: str | None = None) -> float:
+        """The span's score, higher = more likely hallucinated; never NaN or infinite.
+
+        Args:
+            scores: the answer's per-token raw-logit statistics.
+            span: the localized span (token indices into ``scores`` and its text).
+            sources: the prompt's text (:func:`guardrail.grounding.prompt_sources`); needed only
+                when :attr:`grounded`.
+        """
         total = self.bias
         for f in self.features:
-            total += f.weight * (scores.pooled(f.metric, f.pooling, span.indices) - f.center) / f.scale
+            total += f.weight * (f.value(scores, span, sources) - f.center) / f.scale
         if not math.isfinite(total):
             raise CaptureError(f"the calibrated score is {total!r}: the answer's raw statistics are out of range")
         return total

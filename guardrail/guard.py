@@ -37,6 +37,7 @@ from guardrail.capture import (
     stop_string_criteria,
 )
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
+from guardrail.grounding import prompt_sources, ungrounded, ungrounded_note
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
 from guardrail.locks import async_model_lock, model_lock
@@ -135,6 +136,22 @@ class Guard:
             raise InvalidInputError(f"`policy` must be a guardrail.Policy, got {type(policy).__name__}: {policy!r}")
         twin = copy.copy(self)
         twin.policy = policy
+        return twin
+
+    def with_calibration(self, calibration: Calibration) -> Guard:
+        """The same guard (same model, tokenizer, policy) scoring with another calibration, e.g.
+        ``guard.with_calibration(guard.calibration.with_grounding())`` for RAG prompts. The
+        guard's localizer is kept when the calibration names the same localizer as the guard's
+        calibration, else the new calibration's localizer is made."""
+        if not isinstance(calibration, Calibration):
+            raise InvalidInputError(
+                f"`calibration` must be a guardrail.Calibration, got {type(calibration).__name__}: {calibration!r}"
+            )
+        calibration.check_model(self.fingerprint)
+        twin = copy.copy(self)
+        twin.calibration = calibration
+        if calibration.localizer != self.calibration.localizer:
+            twin.localizer = self.make_localizer(calibration.localizer)
         return twin
 
     def render(
@@ -285,7 +302,7 @@ class Guard:
         )
         attempt = self._judge(prompt, scores, "given", localizer, len(prompt_ids))
         if span is None and _too_short_to_judge(attempt):
-            attempt = dataclasses.replace(attempt, notes=(SHORT_GIVEN_ANSWER,))
+            attempt = dataclasses.replace(attempt, notes=(*attempt.notes, SHORT_GIVEN_ANSWER))
         return self._verdict(prompt.question, self._single(attempt, RetryStep(), _FLAG))
 
     # -- async twins ---------------------------------------------------------------------
@@ -484,7 +501,10 @@ class Guard:
             empty = Span(0, 0, 0, 0, "", "empty answer: cannot be scored")
             return Attempt(answer, tokens, scores, empty, float("inf"), decoding, prompt_tokens)
         span = localizer.locate(prompt.question, answer, offsets)
-        return Attempt(answer, tokens, scores, span, self.calibration.score(scores, span), decoding, prompt_tokens)
+        sources = prompt_sources(prompt.messages or prompt.text) if self.calibration.grounded else None
+        score = self.calibration.score(scores, span, sources)
+        notes = (ungrounded_note(span.text),) if sources is not None and ungrounded(span.text, sources) else ()
+        return Attempt(answer, tokens, scores, span, score, decoding, prompt_tokens, notes)
 
     def _judged(self, attempt: Attempt, step: RetryStep) -> Judged[Attempt]:
         return Judged(attempt, attempt.answer, attempt.score, self.calibration.threshold, step)

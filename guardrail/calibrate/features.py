@@ -13,6 +13,10 @@ shipped. The others are measured here to see whether they are worth a core chang
 - ``after``: the metric of the first token after the span (the token the span hands over to);
 - ``z``: the span's pooled metric as a z-score against the same metric over the whole answer,
   i.e. relative to the answer's own energy profile.
+
+The grounding column ``ungrounded[max]@localizer`` (:mod:`guardrail.grounding`: 1 when the span's
+words are not in the prompt) is a runtime column too; it is offered only on tasks whose prompts
+carry passages (:data:`GROUNDING`).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import numpy as np
 from guardrail.calibrate.scoring import Scored
 from guardrail.energy import METRICS, POOLINGS, pool
 from guardrail.errors import InvalidInputError
+from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING
 
-__all__ = ["ENERGY_METRICS", "RESEARCH_POOLINGS", "Column", "runtime_columns"]
+__all__ = ["ENERGY_METRICS", "GROUNDING", "RESEARCH_POOLINGS", "Column", "grounding_column", "runtime_columns"]
 
 ENERGY_METRICS = frozenset({"spilled_energy", "scaled_spilled_energy", "marginal_energy", "logit_energy"})
 RESEARCH_POOLINGS = ("length", "word-min", "word-mean", "inner-min", "inner-mean", "after", "z-min", "z-mean")
@@ -48,6 +53,8 @@ class Column:
     @property
     def runtime(self) -> bool:
         """Whether a calibration file can hold it (a metric and pooling the core computes)."""
+        if self.metric in GROUNDING_METRICS:
+            return self.pooling == GROUNDING_POOLING
         return self.metric in METRICS and self.pooling in POOLINGS
 
     @property
@@ -59,6 +66,8 @@ class Column:
         """Shape ``(len(scored.records),)``."""
         if self.localizer not in scored.spans:
             raise InvalidInputError(f"column {self.name} needs the {self.localizer!r} localizer, which was not located")
+        if self.metric in GROUNDING_METRICS and self.runtime:
+            return scored.ungrounded(self.localizer)
         if self.runtime:
             return scored.pooled(self.metric, self.pooling, self.localizer)
         if self.metric not in METRICS or self.pooling not in RESEARCH_POOLINGS:
@@ -87,6 +96,15 @@ class Column:
         # z: relative to the whole answer's profile
         spread = float(values.std())
         return (pool(inside, how) - float(values.mean())) / (spread if spread > 1e-6 else 1.0)
+
+
+GROUNDING = "ungrounded"
+"""The grounding metric's name (see :func:`grounding_column`)."""
+
+
+def grounding_column(localizer: str) -> Column:
+    """Whether ``localizer``'s span is missing from the prompt: 1.0 or 0.0 per record."""
+    return Column(GROUNDING, GROUNDING_POOLING, localizer)
 
 
 def runtime_columns(localizers: Sequence[str]) -> list[Column]:

@@ -16,6 +16,7 @@ from guardrail.calibrate.runs import Record
 from guardrail.calibration import Calibration
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import InvalidInputError
+from guardrail.grounding import prompt_sources, ungrounded
 from guardrail.localize import LOCALIZERS, Localizer, Span, make_localizer, token_offsets
 
 __all__ = ["BASELINES", "Scored", "Scorer", "all_scorers", "default_direction", "locate", "standard_localizers"]
@@ -90,6 +91,23 @@ class Scored:
             )
         return self._pooled[key]
 
+    @property
+    def grounded_prompts(self) -> bool:
+        """Whether every record's prompt carries passages (a RAG task)."""
+        return all(r.item.context is not None for r in self.records)
+
+    def sources(self) -> list[str]:
+        """Each record's prompt text, what a span is looked up in (:mod:`guardrail.grounding`)."""
+        return [prompt_sources(r.item.prompt()) for r in self.records]
+
+    def ungrounded(self, localizer: str) -> np.ndarray:
+        """1.0 where ``localizer``'s span is not in the record's prompt, else 0.0; one per record."""
+        key = ("ungrounded", "max", localizer)
+        if key not in self._pooled:
+            spans = self.spans[localizer]
+            self._pooled[key] = np.array([ungrounded(s.text, p) for s, p in zip(spans, self.sources(), strict=True)])
+        return self._pooled[key]
+
     def values(self, scorer: Scorer) -> np.ndarray:
         """Oriented scores (higher = more likely hallucinated)."""
         return scorer.sign * self.pooled(scorer.metric, scorer.pooling, scorer.localizer)
@@ -97,7 +115,10 @@ class Scored:
     def calibrated(self, calibration: Calibration) -> np.ndarray:
         """Scores under a calibration (its localizer must have been located)."""
         spans = self.spans[calibration.localizer]
-        return np.array([calibration.score(r.scores, s) for r, s in zip(self.records, spans, strict=True)])
+        sources = self.sources() if calibration.grounded else [None] * len(spans)
+        return np.array(
+            [calibration.score(r.scores, s, p) for r, s, p in zip(self.records, spans, sources, strict=True)]
+        )
 
 
 def locate(

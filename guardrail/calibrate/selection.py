@@ -15,7 +15,10 @@ Candidates (:func:`candidates`):
 - logistic combinations (scikit-learn, standardized features, L2 penalty) of feature families
   over one localizer, with and without energy features, at several penalties;
 - research candidates the calibration file cannot hold yet (columns over two localizers, the
-  normalisations of :mod:`guardrail.calibrate.features`): measured and listed, never shipped.
+  normalisations of :mod:`guardrail.calibrate.features`): measured and listed, never shipped;
+- on RAG tasks (every prompt carries passages), the grounding column alone and every shippable
+  candidate above with the grounding column added (``... +grounding``), over localized spans
+  (not the whole answer, which is rarely copied word for word).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from guardrail.calibrate.features import RESEARCH_POOLINGS, Column, runtime_columns
+from guardrail.calibrate.features import RESEARCH_POOLINGS, Column, grounding_column, runtime_columns
 from guardrail.calibrate.metrics import bootstrap_auroc, choose_threshold, threshold_metrics
 from guardrail.calibrate.scoring import BASELINES, Scored
 from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
@@ -199,8 +202,9 @@ def usable_tasks(tasks: Sequence[tuple[str, Scored]]) -> list[tuple[str, Scored]
     return kept
 
 
-def candidates(localizers: Sequence[str], *, research: bool = True) -> list[Candidate]:
-    """Every single column, the logistic families at three penalties, and research candidates."""
+def candidates(localizers: Sequence[str], *, research: bool = True, grounding: bool = False) -> list[Candidate]:
+    """Every single column, the logistic families at three penalties, and research candidates;
+    with ``grounding`` (RAG tasks), the grounding column and its additions to every shippable one."""
     found = [Candidate(c.name, (c,), "single") for c in runtime_columns(localizers)]
     families: dict[str, tuple[tuple[str, str], ...]] = {
         "paper+logprob": (
@@ -241,6 +245,14 @@ def candidates(localizers: Sequence[str], *, research: bool = True) -> list[Cand
                 for p in ("sum", "length", "word-min", "inner-min", "after", "z-min")
             )
             found.append(Candidate(f"energy+logprob+entropy+normalised@{loc} (l2=10)", extra, "logistic", 10.0))
+    if grounding:  # over a localized span only: a whole answer is rarely copied word for word
+        spans = [loc for loc in localizers if loc != "whole"]
+        grounded = [Candidate(grounding_column(loc).name, (grounding_column(loc),), "single") for loc in spans]
+        for c in found:
+            if c.shippable and c.columns[0].localizer in spans:
+                column = grounding_column(c.columns[0].localizer)
+                grounded.append(Candidate(f"{c.name} +grounding", (*c.columns, column), "logistic", c.l2))
+        found += grounded
     return found
 
 
@@ -392,9 +404,10 @@ def select(
     usable = usable_tasks(tasks)
     names = [n for n, _ in usable]
     localizers = list(usable[0][1].spans)
+    grounding = all(scored.grounded_prompts for _, scored in usable)
     pool = [
         c
-        for c in candidates(localizers, research=research)
+        for c in candidates(localizers, research=research, grounding=grounding)
         if allowed is None or all(col.metric in allowed for col in c.columns)
     ]
     if not any(c.shippable for c in pool):

@@ -38,7 +38,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
-from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail import METADATA_KEY, Calibration, Guard, InvalidInputError, TokenStep, Verdict
 from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools, with_tool_calls
 from guardrail.validation import check_finite, check_int
 from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
@@ -99,6 +99,7 @@ class SpillguardLLM(FunctionCallingLLM):
     generate_kwargs: dict[str, Any] = Field(default_factory=dict, description="Default decoding options.")
 
     _guard: Guard = PrivateAttr()
+    _grounded: tuple[Calibration, Guard] | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -266,17 +267,18 @@ class SpillguardLLM(FunctionCallingLLM):
     def _answer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
         tools = "tools" in options
-        return _completion(self._guard.ask(question, **self._call(options, scope)), scope, kind, tools=tools)
+        return _completion(self._scoring(scope).ask(question, **self._call(options, scope)), scope, kind, tools=tools)
 
     async def _aanswer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
         tools = "tools" in options
-        return _completion(await self._guard.aask(question, **self._call(options, scope)), scope, kind, tools=tools)
+        guard = self._scoring(scope)
+        return _completion(await guard.aask(question, **self._call(options, scope)), scope, kind, tools=tools)
 
     def _stream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseGen:
         scope = current_scope()
         tools = "tools" in options
-        events = self._guard.stream(question, **self._call(options, scope))
+        events = self._scoring(scope).stream(question, **self._call(options, scope))
 
         def gen() -> CompletionResponseGen:
             stream = _Stream(scope, kind, tools)
@@ -292,10 +294,11 @@ class SpillguardLLM(FunctionCallingLLM):
         scope = current_scope()
         tools = "tools" in options
         call = self._call(options, scope)
+        guard = self._scoring(scope)
 
         async def gen() -> CompletionResponseAsyncGen:
             stream = _Stream(scope, kind, tools)
-            async for event in self._guard.astream(question, **call):
+            async for event in guard.astream(question, **call):
                 for chunk in stream.take(event):
                     yield chunk
 
@@ -339,6 +342,19 @@ class SpillguardLLM(FunctionCallingLLM):
             options.setdefault("do_sample", True)
             options["temperature"] = check_finite("temperature", temperature, positive=True)
         return options
+
+    def _scoring(self, scope: QueryScope | None) -> Guard:
+        """The guard that answers a call: inside a grounded scope (a query engine's), the guard
+        with the grounding feature added to its calibration where it applies
+        (:attr:`guardrail.Calibration.can_ground`), made once per calibration."""
+        guard = self._guard
+        if scope is None or not scope.grounded or not guard.calibration.can_ground:
+            return guard
+        cached = self._grounded
+        if cached is None or cached[0] is not guard.calibration:
+            cached = (guard.calibration, guard.with_calibration(guard.calibration.with_grounding()))
+            self._grounded = cached
+        return cached[1]
 
     def _call(self, options: dict[str, Any], scope: QueryScope | None) -> dict[str, Any]:
         """The ``ask``/``stream`` keyword arguments of one call; inside an engine's scope, the

@@ -74,6 +74,12 @@ class SpillguardQueryEngine(BaseQueryEngine):
         policy: a :class:`guardrail.Policy`, or its ``on_hallucination`` as a string (then
             the abstention text is :data:`RAG_ABSTAIN_TEXT`); default flag.
         threshold: override the LLM calibration's threshold.
+        grounding: score the engine's LLM calls with the grounding feature added to the LLM's
+            calibration (:meth:`guardrail.Calibration.with_grounding`): an answer whose span is
+            not in the prompt (the retrieved passages, instructions and query) is flagged. With
+            the bundled model's default calibration that is ``Calibration.bundled("rag")``. A
+            calibration that already has the feature, or scores the whole answer (rarely copied
+            word for word), is used as is; ``False``: the LLM's calibration as is.
         callback_manager: default: the wrapped engine's.
 
     Raises:
@@ -90,6 +96,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
         policy: Policy | str | None = None,
         *,
         threshold: float | None = None,
+        grounding: bool = True,
         callback_manager: CallbackManager | None = None,
     ) -> None:
         given: object = query_engine  # any object may arrive here
@@ -103,6 +110,9 @@ class SpillguardQueryEngine(BaseQueryEngine):
         self._query_engine = query_engine
         self._policy = as_policy(policy, abstain_text=RAG_ABSTAIN_TEXT)
         self._threshold = None if threshold is None else check_finite("threshold", threshold)
+        if not isinstance(grounding, bool):
+            raise InvalidInputError(f"`grounding` must be a bool, got {grounding!r}")
+        self._grounding = grounding
         super().__init__(callback_manager or getattr(query_engine, "callback_manager", None))
 
     @property
@@ -123,7 +133,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
         query = check_text("query", query_bundle.query_str)
         if self._policy.streams_live:
             step = self._policy.step(1)
-            with query_scope(query, step=step) as scope:
+            with query_scope(query, step=step, grounded=self._grounding) as scope:
                 response = self._query_engine.query(query_bundle)
                 if isinstance(response, StreamingResponse):
                     return self._live_stream(query, response, scope, step)
@@ -133,7 +143,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
 
         def attempt(step: RetryStep) -> Judged[Answer[Response]]:
             nonlocal streamed
-            with query_scope(query, step=step) as scope:
+            with query_scope(query, step=step, grounded=self._grounding) as scope:
                 response = self._query_engine.query(query_bundle)
                 streamed = streamed or isinstance(response, StreamingResponse)
                 answer = _settle(response)  # inside the scope: a stream's LLM call starts when drained
@@ -147,7 +157,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
         query = check_text("query", query_bundle.query_str)
         if self._policy.streams_live:
             step = self._policy.step(1)
-            with query_scope(query, step=step) as scope:
+            with query_scope(query, step=step, grounded=self._grounding) as scope:
                 response = await self._query_engine.aquery(query_bundle)
                 if isinstance(response, AsyncStreamingResponse):
                     return self._alive_stream(query, response, scope, step)
@@ -157,7 +167,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
 
         async def attempt(step: RetryStep) -> Judged[Answer[Response]]:
             nonlocal streamed
-            with query_scope(query, step=step) as scope:
+            with query_scope(query, step=step, grounded=self._grounding) as scope:
                 response = await self._query_engine.aquery(query_bundle)
                 streamed = streamed or isinstance(response, AsyncStreamingResponse)
                 answer = await _asettle(response)

@@ -63,12 +63,16 @@ class QueryScope:
             the query are not the answer; words copied from the retrieved context are).
         step: the attempt the calls make (a retry's sampling and feedback turn, see
             :class:`guardrail.RetryStep`).
+        grounded: the calls answer from retrieved passages, so the LLM scores them with its
+            calibration plus the grounding feature (:meth:`guardrail.Calibration.with_grounding`)
+            where it applies (:attr:`guardrail.Calibration.can_ground`).
         parent: the enclosing scope, which also receives every record.
         id: a unique id, also put in each response's ``additional_kwargs``.
     """
 
     query: str
     step: RetryStep = field(default_factory=RetryStep)
+    grounded: bool = False
     parent: QueryScope | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _records: list[CallRecord] = field(default_factory=list, repr=False)
@@ -99,10 +103,11 @@ def current_scope() -> QueryScope | None:
 
 
 @contextmanager
-def query_scope(query: str, *, step: RetryStep | None = None) -> Iterator[QueryScope]:
+def query_scope(query: str, *, step: RetryStep | None = None, grounded: bool = False) -> Iterator[QueryScope]:
     """Open a scope for ``query``: guarded LLM calls inside it make attempt ``step`` (default the
-    first) and record their verdicts there."""
-    with _entered(QueryScope(query, step or RetryStep(), parent=_CURRENT.get())) as scope:
+    first), are scored for grounding in their prompt when ``grounded``, and record their verdicts
+    there."""
+    with _entered(QueryScope(query, step or RetryStep(), grounded, parent=_CURRENT.get())) as scope:
         yield scope
 
 

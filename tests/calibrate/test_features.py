@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from guardrail.calibrate.datasets import Item
-from guardrail.calibrate.features import Column, runtime_columns
+from guardrail.calibrate.features import Column, grounding_column, runtime_columns
 from guardrail.calibrate.runs import Record
 from guardrail.calibrate.scoring import Scored
 from guardrail.errors import InvalidInputError
@@ -63,3 +63,16 @@ def test_unknown_columns_are_refused() -> None:
         Column("spilled_energy", "median", "heuristic").values(_scored())
     with pytest.raises(InvalidInputError, match="'whole' localizer"):
         Column("logprob", "min", "whole").values(_scored())
+
+
+def test_the_grounding_column_looks_the_span_up_in_each_prompt() -> None:
+    scored = _scored()
+    column = grounding_column("heuristic")
+    assert column.runtime and not column.energy and column.name == "ungrounded[max]@heuristic"
+    assert column.values(scored).tolist() == [1.0]  # a closed-book question does not hold its answer
+    item = Item("What is the capital of Brazil?", ("Brasília",), context="Brazil's capital is Brasília.")
+    rag = Scored([Record(item, TEXT, scored.records[0].scores)], scored.spans, scored.offsets)
+    assert column.values(rag).tolist() == [0.0]
+    assert not Column("ungrounded", "min", "heuristic").runtime
+    with pytest.raises(InvalidInputError, match="unknown column"):
+        Column("ungrounded", "min", "heuristic").values(scored)

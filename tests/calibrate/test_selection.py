@@ -151,3 +151,41 @@ def test_nested_leaves_each_task_out_of_the_whole_procedure() -> None:
         assert outer.baseline[0] and 0 <= outer.baseline[1] <= 1
         assert outer.ablation is None or 0 <= outer.ablation <= 1
         assert outer.in_task > 0.9  # fitted on the task itself, cross-validated
+
+
+def _rag(scored: Scored, seed: int) -> Scored:
+    """``scored``'s answers behind RAG prompts: a correct answer's span "b c" is in the passages,
+    a wrong answer's is not; the log-probs are shuffled, so only grounding tells them apart."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for r, i in zip(scored.records, rng.permutation(len(scored.records)), strict=True):
+        context = "passage: a b c d." if r.correct else "passage: a b x c."
+        item = Item(r.item.question, r.item.answers, context=context, template="langchain")
+        records.append(Record(item, r.text, scored.records[int(i)].scores))
+    return Scored(records, scored.spans, scored.offsets)
+
+
+RAG_TASKS = [(name, _rag(scored, k)) for k, (name, scored) in enumerate(TASKS)]
+
+
+def test_grounding_candidates_are_offered_on_rag_tasks_only() -> None:
+    names = {c.name for c in candidates(["heuristic"], research=False, grounding=True)}
+    assert "ungrounded[max]@heuristic" in names and "paper+logprob@heuristic (l2=1) +grounding" in names
+    assert not any("grounding" in c.name for c in candidates(["heuristic"], research=False))
+    assert not any("ungrounded" in c.name for c in candidates(["whole"], research=False, grounding=True))
+    assert all(s.grounded_prompts for _, s in RAG_TASKS) and not TASKS[0][1].grounded_prompts
+    chosen = select(TASKS, goal="f1", limit=None, research=False, allowed=["logprob", "ungrounded"])
+    assert not chosen.calibration.grounded
+
+
+def test_selection_on_rag_tasks_ships_the_grounding_feature() -> None:
+    _, scored = RAG_TASKS[0]
+    assert scored.ungrounded("heuristic").tolist() == [float(not r.correct) for r in scored.records]
+    chosen = select(RAG_TASKS, goal="false-flag-rate=0.1", limit=0.1, research=False, allowed=["logprob", "ungrounded"])
+    calibration = chosen.calibration
+    assert calibration.grounded and any(c.metric == "ungrounded" for c in chosen.chosen.candidate.columns)
+    assert chosen.chosen.mean > 0.99
+    values = scored.calibrated(calibration)  # the runtime formula, with each record's prompt as sources
+    assert (values[scored.labels] > calibration.threshold).all() and (
+        values[~scored.labels] <= calibration.threshold
+    ).all()

@@ -25,7 +25,8 @@ from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
 
-from guardrail import InvalidInputError, Policy
+from guardrail import Calibration, InvalidInputError, Policy
+from guardrail.grounding import ungrounded
 from llama_index_spillguard import (
     METADATA_KEY,
     RAG_ABSTAIN_TEXT,
@@ -86,6 +87,24 @@ def test_flag_marks_but_keeps_the_answer(inner: BaseQueryEngine, flagged: dict[s
     response = SpillguardQueryEngine(inner, "flag", threshold=FLAG_ALL).query(Q_LIGHTHOUSE)
     assert response.response == flagged[Q_LIGHTHOUSE].response
     assert _evidence(response)["action"] == "flag" and _evidence(response)["hallucinated"] is True
+
+
+def test_the_engine_scores_for_grounding_by_default(
+    inner: BaseQueryEngine, flagged: dict[str, Response], llm: SpillguardLLM
+) -> None:
+    """The engine's calls get the grounding feature (the bundled default becomes the bundled
+    RAG calibration); the LLM's own calibration is not touched; ``grounding=False`` opts out."""
+    response = flagged[Q_LIGHTHOUSE]
+    grounded = _evidence(response)
+    assert grounded["calibration"] == Calibration.bundled("rag").describe()
+    assert not llm.guard.calibration.grounded
+    plain = _evidence(SpillguardQueryEngine(inner, "flag", grounding=False).query(Q_LIGHTHOUSE))
+    assert plain["calibration"] == llm.guard.calibration.describe() and plain["answer"] == grounded["answer"]
+    span = grounded["span"]["text"]
+    assert ungrounded(span, response.source_nodes[0].get_content()) == 0.0  # the name is in the passage
+    assert grounded["score"] == pytest.approx(plain["score"])
+    with pytest.raises(InvalidInputError, match="`grounding` must be a bool"):
+        SpillguardQueryEngine(inner, grounding="yes")  # type: ignore[arg-type]
 
 
 # -- retry ---------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Grounding: the span looked up in the prompt, as a calibration feature and in the guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardrail import Calibration, CalibrationError, Guard, InvalidInputError
+from guardrail.calibration import GROUNDING_VETO, Feature, ModelFingerprint
+from guardrail.grounding import prompt_sources, ungrounded
+from guardrail.localize import Span
+
+PASSAGE = "Sudan is a country in Northern Africa. Its capital is Khartoum. St Peter-Port is in Guernsey."
+
+
+@pytest.mark.parametrize(
+    ("span", "expected"),
+    [
+        ("Khartoum", 0.0),
+        ("KHARTOUM", 0.0),  # case
+        ("St. Peter Port", 0.0),  # punctuation and spacing
+        ("capital is Khartoum", 0.0),
+        ("Omdurman", 1.0),
+        ("Peter Port Guernsey", 1.0),  # the words are there, not as one run
+        ("Khartoum Sudan", 1.0),  # order matters
+        ("Khart", 1.0),  # a whole word, not a prefix
+        ("...", 1.0),  # no word at all: never grounded
+        ("", 1.0),
+    ],
+)
+def test_a_span_is_grounded_when_its_words_are_a_run_of_the_prompt(span: str, expected: float) -> None:
+    assert ungrounded(span, PASSAGE) == expected
+
+
+def test_compatibility_forms_and_case_folding_match() -> None:
+    assert ungrounded("Straße", "in der STRASSE") == 0.0  # casefold
+    assert ungrounded("ﬁve", "five") == 0.0  # NFKC ligature
+
+
+_word = st.text(alphabet="abcdefgXYZ0123", min_size=1, max_size=6)
+
+
+@given(
+    st.lists(_word, min_size=1, max_size=12),
+    st.data(),
+    st.sampled_from([" ", "  ", ", ", "-", ". ", "\n"]),
+)
+def test_every_run_of_the_sources_words_is_grounded(words: list[str], data: Any, sep: str) -> None:
+    start = data.draw(st.integers(0, len(words) - 1))
+    stop = data.draw(st.integers(start + 1, len(words)))
+    assert ungrounded(sep.join(words[start:stop]), " ".join(words)) == 0.0
+
+
+@given(st.text(max_size=30), st.text(max_size=60))
+def test_ungrounded_is_zero_or_one(span: str, sources: str) -> None:
+    assert ungrounded(span, sources) in (0.0, 1.0)
+
+
+def test_prompt_sources_are_the_raw_prompt_or_every_message() -> None:
+    assert prompt_sources("raw text") == "raw text"
+    messages = [{"role": "system", "content": "Context: Paris."}, {"role": "user", "content": "Capital?"}]
+    assert prompt_sources(messages) == "Context: Paris.\nCapital?"
+
+
+# -- the calibration feature ----------------------------------------------------------------
+
+
+def test_the_grounding_feature_takes_max_pooling_only() -> None:
+    with pytest.raises(CalibrationError, match="`pooling` of the span-level metric 'ungrounded' must be 'max'"):
+        Feature(metric="ungrounded", pooling="min", weight=1.0)
+    assert Feature(metric="ungrounded", pooling="max", weight=1.0).describe() == "+1·ungrounded[max]"
+
+
+def test_with_grounding_adds_the_veto_and_says_so() -> None:
+    base = Calibration.bundled("default")
+    grounded = base.with_grounding()
+    assert not base.grounded and grounded.grounded and not grounded.can_ground
+    assert grounded.features[:-1] == base.features and grounded.threshold == base.threshold
+    assert grounded.features[-1] == Feature(metric="ungrounded", pooling="max", weight=GROUNDING_VETO)
+    assert grounded.report is not None and grounded.report.selection is not None
+    assert grounded.report.selection.endswith("then +10·ungrounded[max] added (not fitted)")
+    with pytest.raises(CalibrationError, match="already has a grounding feature"):
+        grounded.with_grounding()
+    whole = base.model_copy(update={"localizer": "whole"})
+    assert not whole.can_ground
+    with pytest.raises(CalibrationError, match="scores the whole answer"):
+        whole.with_grounding()
+
+
+def test_the_bundled_rag_calibration_is_the_default_with_grounding() -> None:
+    assert Calibration.bundled("rag") == Calibration.bundled("default").with_grounding()
+
+
+def test_a_grounded_calibration_needs_the_prompt_text() -> None:
+    from guardrail import TokenScores
+
+    scores = TokenScores([5, 6], [2.0, 3.0], [2.5, 3.5], [3.0, 1.0], [0.1, 0.2])
+    span = Span(0, 2, 0, 8, "Khartoum", "explicit")
+    calibration = Calibration.uncalibrated().with_grounding()
+    with pytest.raises(InvalidInputError, match="needs the prompt's text"):
+        calibration.score(scores, span)
+    grounded = calibration.score(scores, span, PASSAGE)
+    assert calibration.score(scores, span, "no such city here") == pytest.approx(grounded + GROUNDING_VETO)
+
+
+# -- in the guard ---------------------------------------------------------------------------
+
+
+def _guard(model: Any, tokenizer: Any, calibration: Calibration) -> Guard:
+    return Guard(model, tokenizer, calibration=calibration, name="tiny", max_new_tokens=4)
+
+
+def test_the_guard_looks_the_span_up_in_the_prompt(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    plain = _guard(tiny_model, tiny_tokenizer, Calibration.uncalibrated(1.0))
+    grounded = plain.with_calibration(plain.calibration.with_grounding())
+    assert grounded.model is plain.model and grounded.policy is plain.policy and grounded.localizer is plain.localizer
+    question = "what is the capital of france ?"
+    with_context = [{"role": "system", "content": "paris is a city ."}, {"role": "user", "content": question}]
+    base = plain.check(with_context, "paris .", span="paris").score
+    assert grounded.check(with_context, "paris .", span="paris").score == pytest.approx(base)
+    missing = grounded.check([{"role": "user", "content": question}], "paris .", span="paris")
+    assert missing.score == pytest.approx(plain.check(question, "paris .", span="paris").score + GROUNDING_VETO)
+    assert missing.hallucinated and "ungrounded" in missing.calibration
+    assert missing.notes == ("ungrounded: 'paris' is not written in the prompt",)
+    assert grounded.check(with_context, "paris .", span="paris").notes == ()
+    assert grounded.check(" rome is a city .", " rome", raw=True, span="rome").score == pytest.approx(
+        plain.check(" rome is a city .", " rome", raw=True, span="rome").score
+    )  # a raw prompt is its own source
+
+
+def test_with_calibration_validates_and_remakes_a_changed_localizer(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    g = _guard(tiny_model, tiny_tokenizer, Calibration.uncalibrated())
+    with pytest.raises(InvalidInputError, match="`calibration` must be a guardrail.Calibration"):
+        g.with_calibration("rag")  # type: ignore[arg-type]
+    other = ModelFingerprint(name="other", vocab_size=3, tokenizer_sha256="0" * 64, weights_sha256="0" * 64)
+    with pytest.raises(CalibrationError, match="fitted for model"):
+        g.with_calibration(Calibration.uncalibrated().model_copy(update={"model": other}))
+    whole = g.with_calibration(Calibration.uncalibrated().model_copy(update={"localizer": "whole"}))
+    assert whole.localizer.name == "whole" and g.localizer.name == "heuristic"
