@@ -574,7 +574,23 @@ def _nq() -> list[tuple[str, tuple[str, ...], str]]:
     return found
 
 
-RAG_SOURCES = {"countries": _countries, "wikidata": _wikidata, "nq": _nq}
+_ATOMIC_NUMBER = re.compile(r"atomic number of (\d+)\?$")
+
+
+def _elements() -> list[tuple[str, tuple[str, ...], str]]:
+    """``(question, answers, passage)`` per element of BIG-bench ``periodic_elements`` subtask 0
+    (Apache-2.0): "What is the name of the element with an atomic number of 6?", passage "The
+    element with atomic number 6 is carbon." """
+    found = []
+    for example in _examples("periodic_elements_0.json", None):
+        question, answers = example["input"].strip(), _targets(example)
+        match = _ATOMIC_NUMBER.search(question)
+        if match and answers:
+            found.append((question, answers, f"The element with atomic number {match[1]} is {answers[0]}."))
+    return found
+
+
+RAG_SOURCES = {"countries": _countries, "wikidata": _wikidata, "nq": _nq, "elements": _elements}
 
 
 def _holds(passages: Sequence[str], answers: Sequence[str]) -> bool:
@@ -586,7 +602,8 @@ def rag(source: str, *, n: int = 400, distractors: int = 2, seed: int = 0) -> Da
 
     Sources: ``countries`` (a passage of countryinfo facts per country, capital questions),
     ``wikidata`` (one BIG-bench ``qa_wikidata`` fact per passage), ``nq`` (BIG-bench
-    ``contextual_parametric_knowledge_conflicts``). The prompt shape (see
+    ``contextual_parametric_knowledge_conflicts``), ``elements`` (BIG-bench ``periodic_elements``:
+    an element's name from its atomic number). The prompt shape (see
     :data:`guardrail.calibrate.rag.SHAPES`) rotates over the items, so every shape is measured.
 
     An answerable item's context is its own passage among ``distractors`` passages of other

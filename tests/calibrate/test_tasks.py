@@ -120,6 +120,22 @@ def test_rag_countries_task() -> None:
     assert answerable[0].key != answerable[0].question and datasets.rag("countries", n=40, seed=1) == data
 
 
+def test_rag_elements_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["hydrogen", "helium", "lithium", "beryllium", "boron", "carbon"]
+    examples = [
+        {"input": f"What is the name of the element with an atomic number of {n}?", "target_scores": {name: 1.0}}
+        for n, name in enumerate(names, start=1)
+    ]
+    monkeypatch.setenv("SPILLGUARD_CACHE", str(_cache(tmp_path, "periodic_elements_0.json", examples)))
+    data = datasets.load("rag:elements")
+    assert data.name == "rag:elements" and len(data) == 6
+    for item in data.items:
+        number = item.question.split()[-1].rstrip("?")
+        own = f"The element with atomic number {number} is {item.answers[0]}."
+        assert item.context is not None and (own in item.context) != item.unanswerable
+        assert len(item.context.split("\n\n")) == 3
+
+
 def test_refusals_and_number_words() -> None:
     assert refuses("I don't know.") and refuses("The context does not mention the capital of Peru.")
     assert refuses("That information is not provided.") and not refuses("The capital of Peru is Lima.")
