@@ -26,7 +26,7 @@ from typing_extensions import Self
 
 from guardrail.energy import Metric, Pooling
 from guardrail.errors import CalibrationError, CaptureError, InvalidInputError
-from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING, GroundingMetric, ungrounded
+from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING, GroundingMetric, ungrounded, whole_span
 from guardrail.localize import LOCALIZERS, Span
 from guardrail.scores import TokenScores
 
@@ -122,13 +122,18 @@ class Feature(_Frozen):
         return self
 
     def value(self, scores: TokenScores, span: Span, sources: str | None) -> float:
-        """The raw (unstandardized) pooled value of this feature for one span."""
+        """The raw (unstandardized) pooled value of this feature for one span.
+
+        ``"ungrounded"`` is not checked (0) on a whole-answer span (``span.source`` starting
+        with ``"whole"``, e.g. the heuristic's fallback): a whole answer is rarely copied word
+        for word, and the other features still judge it.
+        """
         if self.metric in GROUNDING_METRICS:
             if sources is None:
                 raise InvalidInputError(
                     f"the feature {self.describe()} needs the prompt's text (`sources`) to look the span up in"
                 )
-            return ungrounded(span.text, sources)
+            return 0.0 if whole_span(span.source) else ungrounded(span.text, sources)
         return scores.pooled(self.metric, self.pooling, span.indices)
 
     def describe(self) -> str:
@@ -241,6 +246,8 @@ class Calibration(_Frozen):
         log-likelihood, is never below 0), an ungrounded answer is always flagged: a veto on top
         of the detector, with no fitted parameter. The report is kept and says so.
         """
+        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0):
+            raise CalibrationError(f"`weight` must be a positive number (what an ungrounded span adds), got {weight!r}")
         if not self.can_ground:
             why = "already has a grounding feature" if self.grounded else "scores the whole answer"
             raise CalibrationError(

@@ -20,13 +20,17 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
+from guardrail.errors import InvalidInputError
+
 __all__ = [
     "GROUNDING_METRICS",
     "GROUNDING_POOLING",
+    "WHOLE_SPAN_NOTE",
     "GroundingMetric",
     "prompt_sources",
     "ungrounded",
     "ungrounded_note",
+    "whole_span",
 ]
 
 GroundingMetric = Literal["ungrounded"]
@@ -35,10 +39,21 @@ GROUNDING_POOLING = "max"
 """The one pooling a grounding feature takes: its value is the span's, not a token's."""
 
 _WORD = re.compile(r"\w+")
+# Scripts written without spaces between words (Han, kana, Thai, Lao, Myanmar, Khmer): one \w+ run
+# there is a whole phrase, so a span in them is looked up as a substring instead.
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+WHOLE_SPAN_NOTE = "grounding not checked: the span is the whole answer, which is rarely copied word for word"
+"""The note on a verdict of a grounded calibration whose span is the whole answer."""
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+def _normal(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"`{name}` must be a str, got {type(value).__name__}: {value!r}")
+    return value
 
 
 def ungrounded(span: str, sources: str) -> float:
@@ -46,17 +61,27 @@ def ungrounded(span: str, sources: str) -> float:
 
     Words are runs of letters and digits, compared case-folded after NFKC normalisation, so
     "St. Peter Port" is found in "... St Peter-Port ..." but "Peter" alone does not ground
-    "St. Peter Port". A span without any word (punctuation only) is ungrounded.
+    "St. Peter Port". A span in a script written without spaces (Chinese, Japanese, Thai, ...)
+    is looked up as a substring, its words' characters run together. A span without any word
+    (punctuation only) is ungrounded.
     """
-    wanted, found = _words(span), _words(sources)
+    wanted, found = _WORD.findall(_normal(_text("span", span))), _WORD.findall(_normal(_text("sources", sources)))
     n = len(wanted)
     if n == 0:
         return 1.0
+    if _UNSPACED.search(span):
+        return 0.0 if "".join(wanted) in "".join(found) else 1.0
     first = wanted[0]
     for i, word in enumerate(found[: len(found) - n + 1]):
         if word == first and found[i : i + n] == wanted:
             return 0.0
     return 1.0
+
+
+def whole_span(source: str) -> bool:
+    """Whether a span's ``source`` says it is the whole answer (the ``whole`` localizer, or a
+    localizer's fallback to it), where grounding is not checked."""
+    return source.startswith("whole")
 
 
 def ungrounded_note(span: str) -> str:
@@ -65,8 +90,16 @@ def ungrounded_note(span: str) -> str:
 
 
 def prompt_sources(prompt: str | Sequence[Mapping[str, Any]]) -> str:
-    """The text an answer may be grounded in: a raw prompt as is, or the contents of every chat
-    message (system, user, assistant and tool turns), one per line."""
+    """The text an answer may be grounded in: a raw prompt as is, or the contents of the chat
+    messages one per line — system, user and tool turns, not the assistant's (the model's own
+    earlier answers ground nothing)."""
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(m["content"] for m in prompt if isinstance(m.get("content"), str))
+    parts = []
+    for message in prompt if isinstance(prompt, Sequence) else (None,):
+        if not isinstance(message, Mapping):
+            raise InvalidInputError(f"`prompt` must be a str or a list of chat messages, got {prompt!r}")
+        content = message.get("content")
+        if message.get("role") != "assistant" and isinstance(content, str):
+            parts.append(content)
+    return "\n".join(parts)

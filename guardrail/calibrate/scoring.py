@@ -16,7 +16,7 @@ from guardrail.calibrate.runs import Record
 from guardrail.calibration import Calibration
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import InvalidInputError
-from guardrail.grounding import prompt_sources, ungrounded
+from guardrail.grounding import prompt_sources, ungrounded, whole_span
 from guardrail.localize import LOCALIZERS, Localizer, Span, make_localizer, token_offsets
 
 __all__ = ["BASELINES", "Scored", "Scorer", "all_scorers", "default_direction", "locate", "standard_localizers"]
@@ -101,11 +101,14 @@ class Scored:
         return [prompt_sources(r.item.prompt()) for r in self.records]
 
     def ungrounded(self, localizer: str) -> np.ndarray:
-        """1.0 where ``localizer``'s span is not in the record's prompt, else 0.0; one per record."""
+        """1.0 where ``localizer``'s span is not in the record's prompt, else 0.0 (also for a
+        whole-answer span, which the runtime does not check); one per record."""
         key = ("ungrounded", "max", localizer)
         if key not in self._pooled:
-            spans = self.spans[localizer]
-            self._pooled[key] = np.array([ungrounded(s.text, p) for s, p in zip(spans, self.sources(), strict=True)])
+            spans, sources = self.spans[localizer], self.sources()
+            self._pooled[key] = np.array(
+                [0.0 if whole_span(s.source) else ungrounded(s.text, p) for s, p in zip(spans, sources, strict=True)]
+            )
         return self._pooled[key]
 
     def values(self, scorer: Scorer) -> np.ndarray:

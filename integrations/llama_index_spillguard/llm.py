@@ -99,7 +99,7 @@ class SpillguardLLM(FunctionCallingLLM):
     generate_kwargs: dict[str, Any] = Field(default_factory=dict, description="Default decoding options.")
 
     _guard: Guard = PrivateAttr()
-    _grounded: tuple[Calibration, Guard] | None = PrivateAttr(default=None)
+    _grounded: tuple[Calibration, Calibration] | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -346,15 +346,17 @@ class SpillguardLLM(FunctionCallingLLM):
     def _scoring(self, scope: QueryScope | None) -> Guard:
         """The guard that answers a call: inside a grounded scope (a query engine's), the guard
         with the grounding feature added to its calibration where it applies
-        (:attr:`guardrail.Calibration.can_ground`), made once per calibration."""
+        (:attr:`guardrail.Calibration.can_ground`). The grounded calibration is made once per
+        calibration; the twin guard (a shallow copy) per call, so it follows the guard's state."""
         guard = self._guard
-        if scope is None or not scope.grounded or not guard.calibration.can_ground:
+        calibration = guard.calibration
+        if scope is None or not scope.grounded or not calibration.can_ground:
             return guard
         cached = self._grounded
-        if cached is None or cached[0] is not guard.calibration:
-            cached = (guard.calibration, guard.with_calibration(guard.calibration.with_grounding()))
+        if cached is None or cached[0] is not calibration:
+            cached = (calibration, calibration.with_grounding())
             self._grounded = cached
-        return cached[1]
+        return guard.with_calibration(cached[1])
 
     def _call(self, options: dict[str, Any], scope: QueryScope | None) -> dict[str, Any]:
         """The ``ask``/``stream`` keyword arguments of one call; inside an engine's scope, the

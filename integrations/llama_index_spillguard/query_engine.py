@@ -76,7 +76,8 @@ class SpillguardQueryEngine(BaseQueryEngine):
         threshold: override the LLM calibration's threshold.
         grounding: score the engine's LLM calls with the grounding feature added to the LLM's
             calibration (:meth:`guardrail.Calibration.with_grounding`): an answer whose span is
-            not in the prompt (the retrieved passages, instructions and query) is flagged. With
+            not in the prompt (the retrieved passages, instructions and query) scores
+            :data:`guardrail.calibration.GROUNDING_VETO` more, which flags it. With
             the bundled model's default calibration that is ``Calibration.bundled("rag")``. A
             calibration that already has the feature, or scores the whole answer (rarely copied
             word for word), is used as is; ``False``: the LLM's calibration as is.

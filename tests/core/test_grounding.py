@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrail import Calibration, CalibrationError, Guard, InvalidInputError
+from guardrail import Calibration, CalibrationError, Guard, InvalidInputError, Policy
 from guardrail.calibration import GROUNDING_VETO, Feature, ModelFingerprint
-from guardrail.grounding import prompt_sources, ungrounded
+from guardrail.grounding import WHOLE_SPAN_NOTE, prompt_sources, ungrounded
 from guardrail.localize import Span
 
 PASSAGE = "Sudan is a country in Northern Africa. Its capital is Khartoum. St Peter-Port is in Guernsey."
@@ -40,6 +40,23 @@ def test_compatibility_forms_and_case_folding_match() -> None:
     assert ungrounded("ﬁve", "five") == 0.0  # NFKC ligature
 
 
+def test_scripts_without_spaces_are_looked_up_as_substrings() -> None:
+    """One \\w+ run there is a whole phrase (bug: "東京" was never found in "日本の首都は東京です。")."""
+    assert ungrounded("東京", "日本の首都は東京です。") == 0.0
+    assert ungrounded("大阪", "日本の首都は東京です。") == 1.0
+    assert ungrounded("กรุงเทพ", "เมืองหลวงคือกรุงเทพมหานคร") == 0.0
+
+
+def test_bad_types_are_typed_errors() -> None:
+    for bad in (None, 5, [1], b"x"):
+        with pytest.raises(InvalidInputError):
+            prompt_sources(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="`sources` must be a str"):
+            ungrounded("Paris", bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="`span` must be a str"):
+        ungrounded(None, "Paris")  # type: ignore[arg-type]
+
+
 _word = st.text(alphabet="abcdefgXYZ0123", min_size=1, max_size=6)
 
 
@@ -59,10 +76,15 @@ def test_ungrounded_is_zero_or_one(span: str, sources: str) -> None:
     assert ungrounded(span, sources) in (0.0, 1.0)
 
 
-def test_prompt_sources_are_the_raw_prompt_or_every_message() -> None:
+def test_prompt_sources_are_the_raw_prompt_or_the_non_assistant_messages() -> None:
     assert prompt_sources("raw text") == "raw text"
-    messages = [{"role": "system", "content": "Context: Paris."}, {"role": "user", "content": "Capital?"}]
-    assert prompt_sources(messages) == "Context: Paris.\nCapital?"
+    messages = [
+        {"role": "system", "content": "Context: Paris."},
+        {"role": "user", "content": "Capital?"},
+        {"role": "assistant", "content": "Rome."},  # the model's own earlier answer grounds nothing
+        {"role": "tool", "content": "Lyon"},
+    ]
+    assert prompt_sources(messages) == "Context: Paris.\nCapital?\nLyon"
 
 
 # -- the calibration feature ----------------------------------------------------------------
@@ -84,6 +106,9 @@ def test_with_grounding_adds_the_veto_and_says_so() -> None:
     assert grounded.report.selection.endswith("then +10·ungrounded[max] added (not fitted)")
     with pytest.raises(CalibrationError, match="already has a grounding feature"):
         grounded.with_grounding()
+    for weight in (0, -10.0, float("nan"), True):
+        with pytest.raises(CalibrationError, match="`weight` must be a positive number"):
+            base.with_grounding(weight)
     whole = base.model_copy(update={"localizer": "whole"})
     assert not whole.can_ground
     with pytest.raises(CalibrationError, match="scores the whole answer"):
@@ -104,6 +129,8 @@ def test_a_grounded_calibration_needs_the_prompt_text() -> None:
         calibration.score(scores, span)
     grounded = calibration.score(scores, span, PASSAGE)
     assert calibration.score(scores, span, "no such city here") == pytest.approx(grounded + GROUNDING_VETO)
+    fallback = Span(0, 2, 0, 8, "Khartoum", "whole (heuristic: no content word)")
+    assert calibration.score(scores, fallback, "no such city here") == pytest.approx(grounded)  # not checked
 
 
 # -- in the guard ---------------------------------------------------------------------------
@@ -140,3 +167,33 @@ def test_with_calibration_validates_and_remakes_a_changed_localizer(tiny_model: 
         g.with_calibration(Calibration.uncalibrated().model_copy(update={"model": other}))
     whole = g.with_calibration(Calibration.uncalibrated().model_copy(update={"localizer": "whole"}))
     assert whole.localizer.name == "whole" and g.localizer.name == "heuristic"
+
+
+def test_a_whole_answer_span_is_not_checked_and_says_so(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    grounded = _guard(tiny_model, tiny_tokenizer, Calibration.uncalibrated(1.0).with_grounding())
+    whole = Guard(tiny_model, tiny_tokenizer, calibration=grounded.calibration, localizer="whole", name="tiny")
+    plain = _guard(tiny_model, tiny_tokenizer, Calibration.uncalibrated(1.0))
+    question = "what is the capital of france ?"
+    verdict = whole.check(question, "rome is a city .")
+    assert verdict.notes == (WHOLE_SPAN_NOTE,)
+    plain_whole = Guard(tiny_model, tiny_tokenizer, calibration=plain.calibration, localizer="whole", name="tiny")
+    assert verdict.score == pytest.approx(plain_whole.check(question, "rome is a city .").score)
+
+
+def test_a_feedback_retry_is_looked_up_in_the_original_prompt(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """The retry prompt holds the previous answer; that must not ground the next one."""
+    policy = Policy(on_hallucination="retry", max_attempts=5, retry_strategy="feedback", seed=3)
+    question = [{"role": "system", "content": "paris is a city ."}, {"role": "user", "content": "what is a city ?"}]
+    calibration = Calibration.uncalibrated(-1e9)
+    plain = Guard(tiny_model, tiny_tokenizer, calibration=calibration, policy=policy, name="tiny", max_new_tokens=4)
+    grounded = plain.with_calibration(calibration.with_grounding())
+    a, b = plain.ask(question, min_new_tokens=4), grounded.ask(question, min_new_tokens=4)
+    assert [x.answer for x in a.attempts] == [x.answer for x in b.attempts] and len(b.attempts) == 5
+    sources = prompt_sources(question)
+    repeated = 0
+    for k, (x, y) in enumerate(zip(a.attempts, b.attempts, strict=True)):
+        checked = not y.span.source.startswith("whole")  # a whole-answer span is not checked
+        assert y.score - x.score == pytest.approx(GROUNDING_VETO * checked * ungrounded(y.span.text, sources))
+        earlier = " ".join(z.answer for z in b.attempts[:k])
+        repeated += checked and bool(ungrounded(y.span.text, sources)) and not ungrounded(y.span.text, earlier)
+    assert repeated  # some retry repeats an earlier answer's span, which its prompt held
