@@ -80,6 +80,11 @@ class SpillguardChatEngine(BaseChatEngine):
             the abstention text is :data:`RAG_ABSTAIN_TEXT`); default flag.
         threshold: override the LLM calibration's threshold.
         chat_history: the conversation so far; default: the wrapped engine's.
+        grounding: score the engine's LLM calls with the grounding feature added to the LLM's
+            calibration, as :class:`SpillguardQueryEngine` does by default: for chat engines that
+            retrieve (``context``, ``condense_plus_context``, ``condense_question``). Off by
+            default, since a chat engine may answer without any passages (``simple``). Earlier
+            replies in the history ground nothing.
 
     Raises:
         NotGuardedError: the engine's LLM is not a :class:`SpillguardLLM` (at construction
@@ -96,6 +101,7 @@ class SpillguardChatEngine(BaseChatEngine):
         *,
         threshold: float | None = None,
         chat_history: Sequence[ChatMessage] | None = None,
+        grounding: bool = False,
     ) -> None:
         given: object = chat_engine  # any object may arrive here
         if not isinstance(given, BaseChatEngine):
@@ -107,6 +113,9 @@ class SpillguardChatEngine(BaseChatEngine):
         self._chat_engine = chat_engine
         self._policy = as_policy(policy, abstain_text=RAG_ABSTAIN_TEXT)
         self._threshold = None if threshold is None else check_finite("threshold", threshold)
+        if not isinstance(grounding, bool):
+            raise InvalidInputError(f"`grounding` must be a bool, got {grounding!r}")
+        self._grounding = grounding
         self._lock = threading.Lock()
         self._history = _history("chat_history", chat_engine.chat_history if chat_history is None else chat_history)
 
@@ -140,7 +149,7 @@ class SpillguardChatEngine(BaseChatEngine):
         message, history = self._begin(message, chat_history)
 
         def attempt(step: RetryStep) -> Judged[Answer[AgentChatResponse]]:
-            with query_scope(message, step=step) as scope:
+            with query_scope(message, step=step, grounded=self._grounding) as scope:
                 self._chat_engine.reset()
                 response = _settle(self._chat_engine.chat(message, chat_history=list(history)))
             return self._judged(message, response, scope, step)
@@ -152,7 +161,7 @@ class SpillguardChatEngine(BaseChatEngine):
         message, history = self._begin(message, chat_history)
 
         async def attempt(step: RetryStep) -> Judged[Answer[AgentChatResponse]]:
-            with query_scope(message, step=step) as scope:
+            with query_scope(message, step=step, grounded=self._grounding) as scope:
                 self._chat_engine.reset()
                 response = await _asettle(await self._chat_engine.achat(message, chat_history=list(history)))
             return self._judged(message, response, scope, step)
@@ -167,7 +176,7 @@ class SpillguardChatEngine(BaseChatEngine):
             return _as_stream(self.chat(message, chat_history))
         message, history = self._begin(message, chat_history)
         step = self._policy.step(1)
-        with query_scope(message, step=step) as scope:
+        with query_scope(message, step=step, grounded=self._grounding) as scope:
             self._chat_engine.reset()
             inner = self._chat_engine.stream_chat(message, chat_history=list(history))
 
@@ -192,7 +201,7 @@ class SpillguardChatEngine(BaseChatEngine):
             return _as_stream(await self.achat(message, chat_history))
         message, history = self._begin(message, chat_history)
         step = self._policy.step(1)
-        with query_scope(message, step=step) as scope:
+        with query_scope(message, step=step, grounded=self._grounding) as scope:
             self._chat_engine.reset()
             inner = await self._chat_engine.astream_chat(message, chat_history=list(history))
 

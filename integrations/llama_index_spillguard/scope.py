@@ -105,9 +105,11 @@ def current_scope() -> QueryScope | None:
 @contextmanager
 def query_scope(query: str, *, step: RetryStep | None = None, grounded: bool = False) -> Iterator[QueryScope]:
     """Open a scope for ``query``: guarded LLM calls inside it make attempt ``step`` (default the
-    first), are scored for grounding in their prompt when ``grounded``, and record their verdicts
-    there."""
-    with _entered(QueryScope(query, step or RetryStep(), grounded, parent=_CURRENT.get())) as scope:
+    first), are scored for grounding in their prompt when ``grounded`` (or when the enclosing
+    scope is), and record their verdicts there."""
+    parent = _CURRENT.get()
+    grounded = grounded or (parent is not None and parent.grounded)  # an enclosing engine's choice holds
+    with _entered(QueryScope(query, step or RetryStep(), grounded, parent=parent)) as scope:
         yield scope
 
 

@@ -19,7 +19,7 @@ from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine
 from llama_index.core.llms import MockLLM
 from llama_index.core.memory import ChatMemoryBuffer
 
-from guardrail import InvalidInputError, Policy
+from guardrail import Calibration, InvalidInputError, Policy
 from llama_index_spillguard import (
     METADATA_KEY,
     RAG_ABSTAIN_TEXT,
@@ -71,6 +71,17 @@ def test_every_chat_mode_carries_the_verdict_of_its_reply(mode: str, replies: di
     assert any(call["answer"] == reply.response for call in attempt["llm_calls"])
     if mode != "simple":
         assert reply.source_nodes and "lighthouse" in reply.source_nodes[0].get_content()
+
+
+def test_grounding_is_opt_in_for_chat_engines(
+    index: VectorStoreIndex, llm: SpillguardLLM, replies: dict[str, AgentChatResponse]
+) -> None:
+    assert _evidence(replies["context"])["calibration"] == llm.guard.calibration.describe()
+    grounded = SpillguardChatEngine(_engine(index, llm), grounding=True).chat(Q_LIGHTHOUSE)
+    assert _evidence(grounded)["calibration"] == Calibration.bundled("rag").describe()
+    assert grounded.response == replies["context"].response
+    with pytest.raises(InvalidInputError, match="`grounding` must be a bool"):
+        SpillguardChatEngine(_engine(index, llm), grounding=1)  # type: ignore[arg-type]
 
 
 def test_the_conversation_holds_the_returned_replies(index: VectorStoreIndex, llm: SpillguardLLM) -> None:

@@ -348,3 +348,12 @@ def test_evaluator_scores_plain_text_teacher_forced(llm: SpillguardLLM) -> None:
     assert result.passing is (result.score <= llm.guard.calibration.threshold)
     with pytest.raises(InvalidInputError, match="pass `llm=`"):
         SpillguardEvaluator().evaluate(query="q", response="a")
+
+
+def test_a_nested_scope_keeps_the_enclosing_grounding() -> None:
+    from llama_index_spillguard.scope import current_scope, query_scope
+
+    with query_scope("outer", grounded=True), query_scope("inner") as inner:
+        assert inner.grounded and current_scope() is inner
+    with query_scope("outer"), query_scope("inner") as inner:
+        assert not inner.grounded
