@@ -32,6 +32,7 @@ from guardrail.scores import TokenScores
 
 __all__ = [
     "BUNDLED_CALIBRATIONS",
+    "GROUNDING_ADDED",
     "GROUNDING_VETO",
     "SCHEMA_VERSION",
     "Calibration",
@@ -57,6 +58,8 @@ UNCALIBRATED_THRESHOLD = 1.0
 
 GROUNDING_VETO = 10.0
 """What :meth:`Calibration.with_grounding` adds to the score of an ungrounded answer by default."""
+GROUNDING_ADDED = "added (not fitted)"
+"""How :meth:`Calibration.with_grounding` marks its report, which was measured without the feature."""
 
 
 MAX_FEATURES = 64
@@ -257,7 +260,7 @@ class Calibration(_Frozen):
         feature = Feature(metric="ungrounded", pooling=GROUNDING_POOLING, weight=weight)
         report = self.report
         if report is not None:
-            note = f"then {feature.describe()} added (not fitted)"
+            note = f"then {feature.describe()} {GROUNDING_ADDED}"
             selection = f"{report.selection}; {note}" if report.selection else note
             report = report.model_copy(update={"selection": selection})
         return self.model_copy(update={"features": (*self.features, feature), "report": report})

@@ -9,7 +9,7 @@ from typing import Any
 from guardrail.calibrate.metrics import bootstrap_auroc, risk_coverage, threshold_metrics
 from guardrail.calibrate.runs import Record, Run
 from guardrail.calibrate.scoring import BASELINES, Scored, Scorer, all_scorers
-from guardrail.calibration import Calibration
+from guardrail.calibration import GROUNDING_ADDED, Calibration
 
 __all__ = ["render", "render_selection", "retry_summary", "summarize"]
 
@@ -125,6 +125,8 @@ def _expected(calibration: Calibration) -> dict[str, Any] | None:
         "recall": round(report.recall, 4),
         "false_flag_rate": None if report.false_flag_rate is None else round(report.false_flag_rate, 4),
         "selection": report.selection,
+        # with_grounding keeps the report of the detector it was added to, measured without it
+        "before_grounding": calibration.grounded and GROUNDING_ADDED in (report.selection or ""),
     }
 
 
@@ -167,7 +169,8 @@ def render(summary: dict[str, Any]) -> str:
     if cal.get("expected"):
         exp = cal["expected"]
         ffr = "n/a" if exp["false_flag_rate"] is None else f"{exp['false_flag_rate']:.2f}"
-        lines.append(f"  the file expects (dev tasks): recall {exp['recall']:.2f}, false-flag rate {ffr}")
+        where = "dev tasks, before its grounding feature was added" if exp.get("before_grounding") else "dev tasks"
+        lines.append(f"  the file expects ({where}): recall {exp['recall']:.2f}, false-flag rate {ffr}")
     rc = summary["risk_coverage"]
     through = "n/a" if rc["selective_accuracy"] is None else f"{rc['selective_accuracy']:.0%}"
     lines += [
