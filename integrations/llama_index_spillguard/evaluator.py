@@ -40,15 +40,23 @@ class SpillguardEvaluator(BaseEvaluator):
         llm: a :class:`SpillguardLLM` or :class:`guardrail.Guard` for answers without
             evidence; ``None`` evaluates only responses that carry it.
         threshold: override the calibration's threshold.
+        grounding: with ``contexts``, score with the grounding feature added to the guard's
+            calibration, as :class:`SpillguardQueryEngine` does (an answer whose span is not in
+            the contexts or the query is flagged); ``False``: the calibration as is.
     """
 
-    def __init__(self, llm: SpillguardLLM | Guard | None = None, *, threshold: float | None = None) -> None:
+    def __init__(
+        self, llm: SpillguardLLM | Guard | None = None, *, threshold: float | None = None, grounding: bool = True
+    ) -> None:
         if llm is not None and not isinstance(llm, (SpillguardLLM, Guard)):
             raise InvalidInputError(
                 f"`llm` must be a SpillguardLLM or a guardrail.Guard, got {type(llm).__name__}: {llm!r}"
             )
         self._guard = llm.guard if isinstance(llm, SpillguardLLM) else llm
         self._threshold = None if threshold is None else check_finite("threshold", threshold)
+        if not isinstance(grounding, bool):
+            raise InvalidInputError(f"`grounding` must be a bool, got {grounding!r}")
+        self._grounding = grounding
 
     def _get_prompts(self) -> PromptDictType:
         return {}
@@ -104,7 +112,10 @@ class SpillguardEvaluator(BaseEvaluator):
         check_text("response", response)
         assert query is not None and response is not None
         prompt = _prompt(query, contexts or ())
-        verdict = self._guard.check([{"role": "user", "content": prompt}], response, localize_in=query)
+        guard = self._guard
+        if self._grounding and contexts and guard.calibration.can_ground:
+            guard = guard.with_calibration(guard.calibration.with_grounding())
+        verdict = guard.check([{"role": "user", "content": prompt}], response, localize_in=query)
         return _result(query, response, contexts, verdict.score, self._threshold_of(verdict), verdict.span.text)
 
     def _threshold_of(self, verdict: Verdict) -> float:

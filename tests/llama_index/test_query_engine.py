@@ -26,6 +26,7 @@ from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
 
 from guardrail import Calibration, InvalidInputError, Policy
+from guardrail.calibration import GROUNDING_VETO
 from guardrail.grounding import ungrounded
 from llama_index_spillguard import (
     METADATA_KEY,
@@ -348,6 +349,18 @@ def test_evaluator_scores_plain_text_teacher_forced(llm: SpillguardLLM) -> None:
     assert result.passing is (result.score <= llm.guard.calibration.threshold)
     with pytest.raises(InvalidInputError, match="pass `llm=`"):
         SpillguardEvaluator().evaluate(query="q", response="a")
+
+
+def test_the_evaluator_grounds_answers_in_the_contexts(llm: SpillguardLLM) -> None:
+    kwargs = {"query": "Who built the lighthouse?", "contexts": [DOCUMENTS[0]]}
+    grounded, plain = SpillguardEvaluator(llm), SpillguardEvaluator(llm, grounding=False)
+    name = grounded.evaluate(response="Miriam Okafor built it.", **kwargs)
+    assert name.score == pytest.approx(plain.evaluate(response="Miriam Okafor built it.", **kwargs).score)
+    invented = grounded.evaluate(response="John Smeaton built it.", **kwargs)
+    baseline = plain.evaluate(response="John Smeaton built it.", **kwargs)
+    assert invented.score == pytest.approx(baseline.score + GROUNDING_VETO) and not invented.passing
+    with pytest.raises(InvalidInputError, match="`grounding` must be a bool"):
+        SpillguardEvaluator(llm, grounding="no")  # type: ignore[arg-type]
 
 
 def test_a_nested_scope_keeps_the_enclosing_grounding() -> None:
