@@ -26,7 +26,7 @@ from typing_extensions import Self
 
 from guardrail.energy import Metric, Pooling
 from guardrail.errors import CalibrationError, CaptureError, InvalidInputError
-from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING, GroundingMetric, ungrounded, whole_span
+from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING, GroundingMetric, span_grounding
 from guardrail.localize import LOCALIZERS, Span
 from guardrail.scores import TokenScores
 
@@ -125,18 +125,14 @@ class Feature(_Frozen):
         return self
 
     def value(self, scores: TokenScores, span: Span, sources: str | None) -> float:
-        """The raw (unstandardized) pooled value of this feature for one span.
-
-        ``"ungrounded"`` is not checked (0) on a whole-answer span (``span.source`` starting
-        with ``"whole"``, e.g. the heuristic's fallback): a whole answer is rarely copied word
-        for word, and the other features still judge it.
-        """
+        """The raw (unstandardized) pooled value of this feature for one span (``"ungrounded"``:
+        :func:`guardrail.grounding.span_grounding`, 0 on a whole-answer span)."""
         if self.metric in GROUNDING_METRICS:
             if sources is None:
                 raise InvalidInputError(
                     f"the feature {self.describe()} needs the prompt's text (`sources`) to look the span up in"
                 )
-            return 0.0 if whole_span(span.source) else ungrounded(span.text, sources)
+            return span_grounding(span, sources)[0]
         return scores.pooled(self.metric, self.pooling, span.indices)
 
     def describe(self) -> str:

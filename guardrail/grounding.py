@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from guardrail.errors import InvalidInputError
+from guardrail.localize import Span
 
 __all__ = [
     "GROUNDING_METRICS",
@@ -28,9 +29,9 @@ __all__ = [
     "WHOLE_SPAN_NOTE",
     "GroundingMetric",
     "prompt_sources",
+    "span_grounding",
     "ungrounded",
     "ungrounded_note",
-    "whole_span",
 ]
 
 GroundingMetric = Literal["ungrounded"]
@@ -78,10 +79,19 @@ def ungrounded(span: str, sources: str) -> float:
     return 1.0
 
 
-def whole_span(source: str) -> bool:
-    """Whether a span's ``source`` says it is the whole answer (the ``whole`` localizer, or a
-    localizer's fallback to it), where grounding is not checked."""
-    return source.startswith("whole")
+def span_grounding(span: Span, sources: str) -> tuple[float, str | None]:
+    """The grounding feature's value for a localized span, and the note its verdict carries.
+
+    ``(1.0, "ungrounded: ...")`` when :func:`ungrounded`, ``(0.0, None)`` when grounded, and
+    ``(0.0, WHOLE_SPAN_NOTE)`` for a whole-answer span (``span.source`` starting with
+    ``"whole"``: the ``whole`` localizer or a localizer's fallback to it), which is not checked:
+    a whole answer is rarely copied word for word, and the other features still judge it.
+    """
+    if span.source.startswith("whole"):
+        return 0.0, WHOLE_SPAN_NOTE
+    if ungrounded(span.text, sources):
+        return 1.0, ungrounded_note(span.text)
+    return 0.0, None
 
 
 def ungrounded_note(span: str) -> str:

@@ -37,7 +37,7 @@ from guardrail.capture import (
     stop_string_criteria,
 )
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
-from guardrail.grounding import WHOLE_SPAN_NOTE, prompt_sources, ungrounded, ungrounded_note, whole_span
+from guardrail.grounding import prompt_sources, span_grounding
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
 from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
 from guardrail.locks import async_model_lock, model_lock
@@ -503,12 +503,8 @@ class Guard:
         span = localizer.locate(prompt.question, answer, offsets)
         sources = prompt_sources(prompt.messages or prompt.text) if self.calibration.grounded else None
         score = self.calibration.score(scores, span, sources)
-        notes: tuple[str, ...] = ()
-        if sources is not None:
-            if whole_span(span.source):
-                notes = (WHOLE_SPAN_NOTE,)
-            elif ungrounded(span.text, sources):
-                notes = (ungrounded_note(span.text),)
+        note = None if sources is None else span_grounding(span, sources)[1]
+        notes = () if note is None else (note,)
         return Attempt(answer, tokens, scores, span, score, decoding, prompt_tokens, notes)
 
     def _judged(self, attempt: Attempt, step: RetryStep) -> Judged[Attempt]:

@@ -16,7 +16,7 @@ shipped. The others are measured here to see whether they are worth a core chang
 
 The grounding column ``ungrounded[max]@localizer`` (:mod:`guardrail.grounding`: 1 when the span's
 words are not in the prompt) is a runtime column too; it is offered only on tasks whose prompts
-carry passages (:data:`GROUNDING`).
+carry passages (:func:`grounding_column`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from guardrail.energy import METRICS, POOLINGS, pool
 from guardrail.errors import InvalidInputError
 from guardrail.grounding import GROUNDING_METRICS, GROUNDING_POOLING
 
-__all__ = ["ENERGY_METRICS", "GROUNDING", "RESEARCH_POOLINGS", "Column", "grounding_column", "runtime_columns"]
+__all__ = ["ENERGY_METRICS", "RESEARCH_POOLINGS", "Column", "grounding_column", "runtime_columns"]
 
 ENERGY_METRICS = frozenset({"spilled_energy", "scaled_spilled_energy", "marginal_energy", "logit_energy"})
 RESEARCH_POOLINGS = ("length", "word-min", "word-mean", "inner-min", "inner-mean", "after", "z-min", "z-mean")
@@ -98,13 +98,10 @@ class Column:
         return (pool(inside, how) - float(values.mean())) / (spread if spread > 1e-6 else 1.0)
 
 
-GROUNDING = "ungrounded"
-"""The grounding metric's name (see :func:`grounding_column`)."""
-
-
 def grounding_column(localizer: str) -> Column:
     """Whether ``localizer``'s span is missing from the prompt: 1.0 or 0.0 per record."""
-    return Column(GROUNDING, GROUNDING_POOLING, localizer)
+    (metric,) = GROUNDING_METRICS
+    return Column(metric, GROUNDING_POOLING, localizer)
 
 
 def runtime_columns(localizers: Sequence[str]) -> list[Column]:

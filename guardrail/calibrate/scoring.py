@@ -16,7 +16,7 @@ from guardrail.calibrate.runs import Record
 from guardrail.calibration import Calibration
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import InvalidInputError
-from guardrail.grounding import prompt_sources, ungrounded, whole_span
+from guardrail.grounding import prompt_sources, span_grounding
 from guardrail.localize import LOCALIZERS, Localizer, Span, make_localizer, token_offsets
 
 __all__ = ["BASELINES", "Scored", "Scorer", "all_scorers", "default_direction", "locate", "standard_localizers"]
@@ -105,10 +105,8 @@ class Scored:
         whole-answer span, which the runtime does not check); one per record."""
         key = ("ungrounded", "max", localizer)
         if key not in self._pooled:
-            spans, sources = self.spans[localizer], self.sources()
-            self._pooled[key] = np.array(
-                [0.0 if whole_span(s.source) else ungrounded(s.text, p) for s, p in zip(spans, sources, strict=True)]
-            )
+            pairs = zip(self.spans[localizer], self.sources(), strict=True)
+            self._pooled[key] = np.array([span_grounding(s, p)[0] for s, p in pairs])
         return self._pooled[key]
 
     def values(self, scorer: Scorer) -> np.ndarray:
