@@ -139,10 +139,10 @@ class Guard:
         return twin
 
     def with_calibration(self, calibration: Calibration) -> Guard:
-        """The same guard (same model, tokenizer, policy) scoring with another calibration, e.g.
-        ``guard.with_calibration(guard.calibration.with_grounding())`` for RAG prompts. The
-        guard's localizer is kept when the calibration names the same localizer as the guard's
-        calibration, else the new calibration's localizer is made."""
+        """The same guard (same model, tokenizer, policy) scoring with another calibration (see
+        :meth:`with_grounding` for RAG prompts). The guard's localizer is kept when the
+        calibration names the same localizer as the guard's calibration, else the new
+        calibration's localizer is made."""
         if not isinstance(calibration, Calibration):
             raise InvalidInputError(
                 f"`calibration` must be a guardrail.Calibration, got {type(calibration).__name__}: {calibration!r}"
@@ -153,6 +153,15 @@ class Guard:
         if calibration.localizer != self.calibration.localizer:
             twin.localizer = self.make_localizer(calibration.localizer)
         return twin
+
+    def with_grounding(self) -> Guard:
+        """The guard for prompts that carry the answer's sources (RAG): its calibration plus the
+        grounding feature (:meth:`Calibration.with_grounding`) where that applies
+        (:attr:`Calibration.can_ground`), else this guard itself. What the LlamaIndex engines
+        and evaluator score grounded calls with."""
+        if not self.calibration.can_ground:
+            return self
+        return self.with_calibration(self.calibration.with_grounding())
 
     def render(
         self,

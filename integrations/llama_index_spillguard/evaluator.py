@@ -112,9 +112,7 @@ class SpillguardEvaluator(BaseEvaluator):
         check_text("response", response)
         assert query is not None and response is not None
         prompt = _prompt(query, contexts or ())
-        guard = self._guard
-        if self._grounding and contexts and guard.calibration.can_ground:
-            guard = guard.with_calibration(guard.calibration.with_grounding())
+        guard = self._guard.with_grounding() if self._grounding and contexts else self._guard
         verdict = guard.check([{"role": "user", "content": prompt}], response, localize_in=query)
         return _result(query, response, contexts, verdict.score, self._threshold_of(verdict), verdict.span.text)
 

@@ -38,7 +38,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
-from guardrail import METADATA_KEY, Calibration, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
 from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools, with_tool_calls
 from guardrail.validation import check_finite, check_int
 from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
@@ -99,7 +99,6 @@ class SpillguardLLM(FunctionCallingLLM):
     generate_kwargs: dict[str, Any] = Field(default_factory=dict, description="Default decoding options.")
 
     _guard: Guard = PrivateAttr()
-    _grounded: tuple[Calibration, Calibration] | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -344,19 +343,9 @@ class SpillguardLLM(FunctionCallingLLM):
         return options
 
     def _scoring(self, scope: QueryScope | None) -> Guard:
-        """The guard that answers a call: inside a grounded scope (a query engine's), the guard
-        with the grounding feature added to its calibration where it applies
-        (:attr:`guardrail.Calibration.can_ground`). The grounded calibration is made once per
-        calibration; the twin guard (a shallow copy) per call, so it follows the guard's state."""
-        guard = self._guard
-        calibration = guard.calibration
-        if scope is None or not scope.grounded or not calibration.can_ground:
-            return guard
-        cached = self._grounded
-        if cached is None or cached[0] is not calibration:
-            cached = (calibration, calibration.with_grounding())
-            self._grounded = cached
-        return guard.with_calibration(cached[1])
+        """The guard that answers a call: inside a grounded scope (a query engine's),
+        :meth:`guardrail.Guard.with_grounding` (made per call, so it follows the guard's state)."""
+        return self._guard.with_grounding() if scope is not None and scope.grounded else self._guard
 
     def _call(self, options: dict[str, Any], scope: QueryScope | None) -> dict[str, Any]:
         """The ``ask``/``stream`` keyword arguments of one call; inside an engine's scope, the

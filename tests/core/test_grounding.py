@@ -167,6 +167,9 @@ def test_with_calibration_validates_and_remakes_a_changed_localizer(tiny_model: 
         g.with_calibration(Calibration.uncalibrated().model_copy(update={"model": other}))
     whole = g.with_calibration(Calibration.uncalibrated().model_copy(update={"localizer": "whole"}))
     assert whole.localizer.name == "whole" and g.localizer.name == "heuristic"
+    assert whole.with_grounding() is whole  # a whole-answer calibration cannot take the check
+    grounded = g.with_grounding()
+    assert grounded.calibration == g.calibration.with_grounding() and grounded.with_grounding() is grounded
 
 
 def test_a_whole_answer_span_is_not_checked_and_says_so(tiny_model: Any, tiny_tokenizer: Any) -> None:
