@@ -27,7 +27,7 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from guardrail.errors import InvalidInputError
 from guardrail.policy import RetryStep
 from guardrail.tools import check_tools, template_supports_tools
-from guardrail.validation import check_finite, check_int, check_text
+from guardrail.validation import check_bool, check_finite, check_int, check_text
 
 __all__ = ["GENERATION_OPTIONS", "ROLES", "Message", "Prompt", "PromptBuilder", "check_generation"]
 
@@ -282,12 +282,6 @@ def _count(name: str, value: object) -> int:
     return check_int(name, value, minimum=0)
 
 
-def _bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInputError(f"`{name}` must be a bool, got {type(value).__name__}: {value!r}")
-    return value
-
-
 def _positive(name: str, value: object) -> float:
     return check_finite(name, value, positive=True)
 
@@ -313,7 +307,7 @@ def _seed(name: str, value: object) -> int:
 GENERATION_OPTIONS: dict[str, Callable[[str, object], object]] = {
     "max_new_tokens": _positive_int,
     "min_new_tokens": _count,
-    "do_sample": _bool,
+    "do_sample": check_bool,
     "temperature": _positive,
     "top_k": _count,
     "top_p": _probability,

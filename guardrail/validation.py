@@ -11,7 +11,14 @@ from numbers import Integral, Real
 
 from guardrail.errors import InvalidInputError
 
-__all__ = ["at_or_below", "check_finite", "check_int", "check_text", "finite_or_none"]
+__all__ = ["at_or_below", "check_bool", "check_finite", "check_int", "check_text", "finite_or_none"]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """A ``bool`` (not an int standing for one)."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"`{name}` must be a bool, got {type(value).__name__}: {value!r}")
+    return value
 
 
 def check_text(name: str, value: object) -> str:

@@ -17,7 +17,7 @@ from llama_index.core.evaluation.base import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 
 from guardrail import METADATA_KEY, Evidence, Guard, InvalidInputError, UnscoredResponseError, Verdict
-from guardrail.validation import check_finite, check_text
+from guardrail.validation import check_bool, check_finite, check_text
 from llama_index_spillguard.llm import SpillguardLLM
 
 __all__ = ["SpillguardEvaluator"]
@@ -54,9 +54,7 @@ class SpillguardEvaluator(BaseEvaluator):
             )
         self._guard = llm.guard if isinstance(llm, SpillguardLLM) else llm
         self._threshold = None if threshold is None else check_finite("threshold", threshold)
-        if not isinstance(grounding, bool):
-            raise InvalidInputError(f"`grounding` must be a bool, got {grounding!r}")
-        self._grounding = grounding
+        self._grounding = check_bool("grounding", grounding)
 
     def _get_prompts(self) -> PromptDictType:
         return {}

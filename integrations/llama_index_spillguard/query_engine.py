@@ -28,7 +28,7 @@ from guardrail import (
     run_attempts,
 )
 from guardrail.policy import as_policy
-from guardrail.validation import check_finite, check_text
+from guardrail.validation import check_bool, check_finite, check_text
 from llama_index_spillguard.judging import Answer, check_llm, judged, report
 from llama_index_spillguard.scope import QueryScope, aiterate_in, iterate_in, query_scope
 
@@ -111,9 +111,7 @@ class SpillguardQueryEngine(BaseQueryEngine):
         self._query_engine = query_engine
         self._policy = as_policy(policy, abstain_text=RAG_ABSTAIN_TEXT)
         self._threshold = None if threshold is None else check_finite("threshold", threshold)
-        if not isinstance(grounding, bool):
-            raise InvalidInputError(f"`grounding` must be a bool, got {grounding!r}")
-        self._grounding = grounding
+        self._grounding = check_bool("grounding", grounding)
         super().__init__(callback_manager or getattr(query_engine, "callback_manager", None))
 
     @property
