@@ -116,11 +116,17 @@ class Feature(_Frozen):
     scale: float = Field(default=1.0, ge=1e-9, le=_BOUND, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _span_level_pooling(self) -> Self:
+    def _span_level_metric(self) -> Self:
         if self.metric in GROUNDING_METRICS and self.pooling != GROUNDING_POOLING:
             raise ValueError(
                 f"`pooling` of the span-level metric {self.metric!r} must be {GROUNDING_POOLING!r}, "
                 f"got {self.pooling!r}"
+            )
+        if self.metric in GROUNDING_METRICS and not self.weight > 0:
+            # Zero would switch the check off, a negative weight would let an ungrounded answer through.
+            raise ValueError(
+                f"`weight` of {self.metric!r} must be positive (an ungrounded span raises the score), "
+                f"got {self.weight!r}"
             )
         return self
 
@@ -204,6 +210,23 @@ class Calibration(_Frozen):
         if value not in LOCALIZERS:
             raise ValueError(f"`localizer` must be one of {LOCALIZERS}, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _grounding_beside_a_detector(self) -> Self:
+        if not self.grounded:
+            return self
+        if self.localizer == "whole":  # the check skips whole-answer spans: it would never fire
+            raise ValueError(
+                "a grounding feature needs a localized span, got `localizer` 'whole' "
+                "(a whole answer is not looked up in the prompt)"
+            )
+        if all(f.metric in GROUNDING_METRICS for f in self.features):
+            # A span the check cannot look up (the heuristic's whole-answer fallback) would score 0 unread.
+            raise ValueError(
+                "`features` must hold a raw-logit metric beside the grounding one, got only "
+                f"{[f.describe() for f in self.features]}"
+            )
+        return self
 
     @classmethod
     def uncalibrated(cls, threshold: float = UNCALIBRATED_THRESHOLD) -> Calibration:

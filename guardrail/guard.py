@@ -39,7 +39,7 @@ from guardrail.capture import (
 from guardrail.errors import ContextLengthError, InvalidInputError, ModelError
 from guardrail.grounding import prompt_sources, span_grounding
 from guardrail.loading import DEFAULT_MODEL_NAME, load_default, load_local
-from guardrail.localize import ExplicitSpan, Localizer, Span, make_localizer, token_offsets
+from guardrail.localize import ExplicitSpan, Localizer, Span, WholeAnswer, make_localizer, token_offsets
 from guardrail.locks import async_model_lock, model_lock
 from guardrail.policy import Policy, RetryStep
 from guardrail.prompts import GENERATION_OPTIONS, Message, Prompt, PromptBuilder, check_generation
@@ -159,8 +159,8 @@ class Guard:
         grounding feature (:meth:`Calibration.with_grounding`) where that applies
         (:attr:`Calibration.can_ground`), else this guard itself. What the LlamaIndex engines
         and evaluator score grounded calls with."""
-        if not self.calibration.can_ground:
-            return self
+        if not self.calibration.can_ground or isinstance(self.localizer, WholeAnswer):
+            return self  # nothing localized to look up (a whole-answer span is not checked)
         return self.with_calibration(self.calibration.with_grounding())
 
     def render(
@@ -206,6 +206,7 @@ class Guard:
         localize_in: str | None = None,
         step: RetryStep | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        sources: str | None = None,
         **generation: Any,
     ) -> Verdict:
         """Answer ``question`` and judge the answer (retrying if the policy says so).
@@ -217,6 +218,10 @@ class Guard:
             localize_in: the text the localizer treats as the question (words copied from it
                 are not the answer); default: ``question`` or its last user message. In RAG,
                 pass the user's query rather than the prompt holding the retrieved context.
+            sources: the text a grounded calibration (:attr:`Calibration.grounded`) looks the
+                answer's span up in; default: the prompt's system, user and tool turns. Pass the
+                retrieved passages and the user's own words when the prompt also holds text the
+                model wrote (a question it condensed from the conversation).
             step: make exactly this attempt of a caller's own attempt loop (its decoding and
                 feedback turn, see :mod:`guardrail.attempts`) instead of running the policy;
                 the verdict then only allows or flags.
@@ -229,7 +234,7 @@ class Guard:
                 ``repetition_penalty``, ``stop_strings``, ``seed``, ...); energies always come
                 from the raw logits.
         """
-        prompt = self._prompt(question, raw=raw, localize_in=localize_in, tools=tools)
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in, tools=tools, sources=sources)
         return self._ask([prompt], 1, generation, step)[0]
 
     def ask_batch(
@@ -250,6 +255,7 @@ class Guard:
         localize_in: str | None = None,
         step: RetryStep | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        sources: str | None = None,
         **generation: Any,
     ) -> Generator[str | TokenStep | Verdict, None, None]:
         """Answer ``question`` while streaming; judge the answer at the end.
@@ -266,13 +272,13 @@ class Guard:
         text (the kept answer or the abstention) comes as one delta before the verdict.
         """
         if step is None and not self.policy.streams_live:
-            verdict = self.ask(question, raw=raw, localize_in=localize_in, tools=tools, **generation)
+            verdict = self.ask(question, raw=raw, localize_in=localize_in, tools=tools, sources=sources, **generation)
             if verdict.text:
                 yield verdict.text
             yield verdict
             return
         live, finish = self._start_stream(
-            question, raw=raw, localize_in=localize_in, step=step, tools=tools, generation=generation
+            question, raw=raw, localize_in=localize_in, step=step, tools=tools, sources=sources, generation=generation
         )
         try:
             yield from live
@@ -289,6 +295,7 @@ class Guard:
         span: str | tuple[int, int] | None = None,
         raw: bool = False,
         localize_in: str | None = None,
+        sources: str | None = None,
     ) -> Verdict:
         """Judge a given answer with one teacher-forced pass (no generation, no retry).
 
@@ -298,9 +305,9 @@ class Guard:
             span: the exact answer as a substring or ``(start, end)`` characters of ``answer``;
                 default: the guard's localizer.
             raw: feed ``question`` as the prompt text as is.
-            localize_in: as for :meth:`ask`.
+            localize_in, sources: as for :meth:`ask`.
         """
-        prompt = self._prompt(question, raw=raw, localize_in=localize_in)
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in, sources=sources)
         check_text("answer", answer)
         localizer = self.localizer if span is None else _explicit(span)
         prompt_ids = self._prompts.ids(prompt, RetryStep())
@@ -392,8 +399,9 @@ class Guard:
         raw: bool = False,
         localize_in: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        sources: str | None = None,
     ) -> Prompt:
-        return self._prompts.prompt(question, raw=raw, localize_in=localize_in, tools=tools)
+        return self._prompts.prompt(question, raw=raw, localize_in=localize_in, tools=tools, sources=sources)
 
     def _check_length(self, prompt_tokens: int, new_tokens: int, what: str = "max_new_tokens") -> None:
         limit = _context_limit(self.model)
@@ -452,10 +460,11 @@ class Guard:
         localize_in: str | None = None,
         step: RetryStep | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        sources: str | None = None,
         generation: Mapping[str, Any] | None = None,
     ) -> tuple[LiveGeneration, Callable[[TokenScores], Verdict]]:
         """Start one streamed attempt; return it and the function that judges its scores."""
-        prompt = self._prompt(question, raw=raw, localize_in=localize_in, tools=tools)
+        prompt = self._prompt(question, raw=raw, localize_in=localize_in, tools=tools, sources=sources)
         options = check_generation(generation or {})
         attempt_step = step if step is not None else RetryStep()
         kwargs, seed = self._generation_kwargs(options, attempt_step)
@@ -510,7 +519,9 @@ class Guard:
             empty = Span(0, 0, 0, 0, "", "empty answer: cannot be scored")
             return Attempt(answer, tokens, scores, empty, float("inf"), decoding, prompt_tokens)
         span = localizer.locate(prompt.question, answer, offsets)
-        sources = prompt_sources(prompt.messages or prompt.text) if self.calibration.grounded else None
+        sources = None
+        if self.calibration.grounded:
+            sources = prompt.sources if prompt.sources is not None else prompt_sources(prompt.messages or prompt.text)
         score = self.calibration.score(scores, span, sources)
         note = None if sources is None else span_grounding(span, sources)[1]
         notes = () if note is None else (note,)
@@ -558,7 +569,9 @@ _CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar
 
 def _stream_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Split :meth:`Guard.astream` keyword arguments like :meth:`Guard.stream` does."""
-    named: dict[str, Any] = {k: kwargs.pop(k) for k in ("raw", "localize_in", "step", "tools") if k in kwargs}
+    named: dict[str, Any] = {
+        k: kwargs.pop(k) for k in ("raw", "localize_in", "step", "tools", "sources") if k in kwargs
+    }
     return {**named, "generation": kwargs}
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from guardrail.errors import InvalidInputError
@@ -65,6 +65,9 @@ class Span:
         text: the answer text of the span (``answer[char_start:char_end]``).
         source: which localizer produced it, e.g. ``"heuristic"`` or
             ``"heuristic (llm extraction failed)"``.
+        whole: the span is the whole answer by construction (the ``whole`` localizer, or a
+            localizer's fallback when it found nothing to localize), not a name or number found
+            in it; the grounding check does not look such a span up.
     """
 
     start: int
@@ -73,6 +76,7 @@ class Span:
     char_end: int
     text: str
     source: str
+    whole: bool = False
 
     @property
     def indices(self) -> range:
@@ -88,6 +92,7 @@ class Span:
             "char_end": self.char_end,
             "text": self.text,
             "source": self.source,
+            "whole": self.whole,
         }
 
 
@@ -150,7 +155,7 @@ def _whole(answer: str, offsets: Offsets, source: str) -> Span:
     stripped = answer.strip() or answer
     start = answer.find(stripped)
     span = _span_from_chars(answer, offsets, start, start + len(stripped), source)
-    return span or Span(0, len(offsets), 0, len(answer), answer, source)
+    return replace(span, whole=True) if span else Span(0, len(offsets), 0, len(answer), answer, source, whole=True)
 
 
 @dataclass(frozen=True)
@@ -297,14 +302,7 @@ class LLMExtractionLocalizer:
             if span is not None:
                 return span
         span = self.fallback.locate(question, answer, offsets)
-        return Span(
-            span.start,
-            span.stop,
-            span.char_start,
-            span.char_end,
-            span.text,
-            f"{span.source} ({self.name} extraction failed: {extracted!r})",
-        )
+        return replace(span, source=f"{span.source} ({self.name} extraction failed: {extracted!r})")
 
 
 LOCALIZERS: tuple[str, ...] = ("heuristic", "llm", "whole")

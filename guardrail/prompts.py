@@ -49,12 +49,16 @@ class Prompt:
         question: the text the localizer treats as the question.
         text: the exact text fed to the model for a first attempt.
         messages: the chat messages when templated (``()`` for a raw prompt).
+        tools: the tool specs rendered into the prompt.
+        sources: the text a grounded calibration looks the answer's span up in; ``None``: the
+            prompt's own (:func:`guardrail.grounding.prompt_sources`).
     """
 
     question: str
     text: str
     messages: tuple[Message, ...] = ()
     tools: tuple[Mapping[str, Any], ...] = ()
+    sources: str | None = None
 
 
 class PromptBuilder:
@@ -78,17 +82,20 @@ class PromptBuilder:
         raw: bool = False,
         localize_in: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        sources: str | None = None,
     ) -> Prompt:
         """The :class:`Prompt` of a question string or a list of chat messages (and tools)."""
         if not isinstance(raw, bool):
             raise InvalidInputError(f"`raw` must be a bool, got {raw!r}")
         if localize_in is not None:
             check_text("localize_in", localize_in)
+        if sources is not None and not isinstance(sources, str):
+            raise InvalidInputError(f"`sources` must be a str, got {type(sources).__name__}: {sources!r}")
         specs = tuple(self._check_tools(tools, raw)) if tools else ()
         if isinstance(question, str):
             check_text("question", question)
             if raw or not self.has_template:
-                return Prompt(localize_in or question, question)
+                return Prompt(localize_in or question, question, sources=sources)
             self._check_controls("question", question)
             messages: tuple[Message, ...] = ({"role": "user", "content": question},)
         else:
@@ -99,7 +106,7 @@ class PromptBuilder:
             messages = ({"role": "system", "content": self.system_prompt}, *messages)
         users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
         question_text = localize_in or (users[-1] if users else messages[-1]["content"] or "")
-        return Prompt(question_text, self.template(messages, specs), messages, specs)
+        return Prompt(question_text, self.template(messages, specs), messages, specs, sources)
 
     @property
     def has_template(self) -> bool:

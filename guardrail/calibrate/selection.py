@@ -16,9 +16,10 @@ Candidates (:func:`candidates`):
   over one localizer, with and without energy features, at several penalties;
 - research candidates the calibration file cannot hold yet (columns over two localizers, the
   normalisations of :mod:`guardrail.calibrate.features`): measured and listed, never shipped;
-- on RAG tasks (every prompt carries passages), the grounding column alone and every shippable
-  candidate above with the grounding column added (``... +grounding``), over localized spans
-  (not the whole answer, which is rarely copied word for word).
+- on RAG tasks (every prompt carries passages), the grounding column alone (measured, never
+  shipped: a file needs a raw-logit feature) and every shippable candidate above with the
+  grounding column added (``... +grounding``), over localized spans (not the whole answer, which
+  is rarely copied word for word).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from guardrail.calibrate.scoring import BASELINES, Scored
 from guardrail.calibration import Calibration, Feature, ModelFingerprint, Report
 from guardrail.energy import METRICS, POOLINGS
 from guardrail.errors import CalibrationError, InvalidInputError
+from guardrail.grounding import GROUNDING_METRICS
 
 __all__ = [
     "MIN_CLASS",
@@ -78,8 +80,13 @@ class Candidate:
 
     @property
     def shippable(self) -> bool:
-        """Whether a calibration file can hold it: runtime columns over one localizer."""
-        return all(c.runtime for c in self.columns) and len({c.localizer for c in self.columns}) == 1
+        """Whether a calibration file can hold it: runtime columns over one localizer, at least
+        one of them a raw-logit metric (the grounding column alone is measured, not shipped)."""
+        return (
+            all(c.runtime for c in self.columns)
+            and len({c.localizer for c in self.columns}) == 1
+            and any(c.metric not in GROUNDING_METRICS for c in self.columns)
+        )
 
     @property
     def energy(self) -> bool:

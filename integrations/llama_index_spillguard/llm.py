@@ -39,6 +39,7 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
 from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
+from guardrail.grounding import prompt_sources
 from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools, with_tool_calls
 from guardrail.validation import check_finite, check_int
 from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
@@ -266,18 +267,20 @@ class SpillguardLLM(FunctionCallingLLM):
     def _answer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
         tools = "tools" in options
-        return _completion(self._scoring(scope).ask(question, **self._call(options, scope)), scope, kind, tools=tools)
+        return _completion(
+            self._scoring(scope).ask(question, **self._call(question, options, scope)), scope, kind, tools=tools
+        )
 
     async def _aanswer(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponse:
         scope = current_scope()
         tools = "tools" in options
         guard = self._scoring(scope)
-        return _completion(await guard.aask(question, **self._call(options, scope)), scope, kind, tools=tools)
+        return _completion(await guard.aask(question, **self._call(question, options, scope)), scope, kind, tools=tools)
 
     def _stream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseGen:
         scope = current_scope()
         tools = "tools" in options
-        events = self._scoring(scope).stream(question, **self._call(options, scope))
+        events = self._scoring(scope).stream(question, **self._call(question, options, scope))
 
         def gen() -> CompletionResponseGen:
             stream = _Stream(scope, kind, tools)
@@ -292,7 +295,7 @@ class SpillguardLLM(FunctionCallingLLM):
     def _astream(self, question: Any, options: dict[str, Any], kind: str) -> CompletionResponseAsyncGen:
         scope = current_scope()
         tools = "tools" in options
-        call = self._call(options, scope)
+        call = self._call(question, options, scope)
         guard = self._scoring(scope)
 
         async def gen() -> CompletionResponseAsyncGen:
@@ -347,13 +350,16 @@ class SpillguardLLM(FunctionCallingLLM):
         :meth:`guardrail.Guard.with_grounding` (made per call, so it follows the guard's state)."""
         return self._guard.with_grounding() if scope is not None and scope.grounded else self._guard
 
-    def _call(self, options: dict[str, Any], scope: QueryScope | None) -> dict[str, Any]:
+    def _call(self, question: Any, options: dict[str, Any], scope: QueryScope | None) -> dict[str, Any]:
         """The ``ask``/``stream`` keyword arguments of one call; inside an engine's scope, the
-        attempt it makes (the engine's policy decides, not the guard's) and its query."""
+        attempt it makes (the engine's policy decides, not the guard's), its query, and in a
+        grounded scope the text the span is looked up in (:meth:`QueryScope.sources`)."""
         call = dict(options)
         if scope is not None:
             call.setdefault("localize_in", scope.query)
             call["step"] = scope.step
+            if scope.grounded:
+                call["sources"] = scope.sources(prompt_sources(question))
         return call
 
 

@@ -93,6 +93,23 @@ class QueryScope:
         with self._lock:
             return tuple(self._records)
 
+    def sources(self, prompt: str) -> str:
+        """What a grounded call's span is looked up in: ``prompt`` (the text of its system, user
+        and tool turns) without the text that earlier calls of this query wrote — a question
+        condensed from the conversation, a draft answer being refined — and with the user's own
+        query (the outermost scope's). So a name from an earlier reply, carried into the prompt
+        by the model, grounds nothing."""
+        outer = self
+        written = []
+        while True:
+            written += [r.verdict.text.strip() for r in outer.records if r.verdict.text.strip()]
+            if outer.parent is None:
+                break
+            outer = outer.parent
+        for text in sorted(set(written), key=len, reverse=True):
+            prompt = prompt.replace(text, "\n")
+        return f"{prompt}\n{outer.query}"
+
 
 _CURRENT: ContextVar[QueryScope | None] = ContextVar("spillguard_query_scope", default=None)
 

@@ -171,6 +171,9 @@ RAG_TASKS = [(name, _rag(scored, k)) for k, (name, scored) in enumerate(TASKS)]
 def test_grounding_candidates_are_offered_on_rag_tasks_only() -> None:
     names = {c.name for c in candidates(["heuristic"], research=False, grounding=True)}
     assert "ungrounded[max]@heuristic" in names and "paper+logprob@heuristic (l2=1) +grounding" in names
+    pool = candidates(["heuristic"], research=False, grounding=True)
+    alone = next(c for c in pool if c.name == "ungrounded[max]@heuristic")
+    assert not alone.shippable  # measured beside the others; a file needs a raw-logit feature
     assert not any("grounding" in c.name for c in candidates(["heuristic"], research=False))
     assert not any("ungrounded" in c.name for c in candidates(["whole"], research=False, grounding=True))
     assert all(s.grounded_prompts for _, s in RAG_TASKS) and not TASKS[0][1].grounded_prompts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -45,6 +46,30 @@ def test_scripts_without_spaces_are_looked_up_as_substrings() -> None:
     assert ungrounded("東京", "日本の首都は東京です。") == 0.0
     assert ungrounded("大阪", "日本の首都は東京です。") == 1.0
     assert ungrounded("กรุงเทพ", "เมืองหลวงคือกรุงเทพมหานคร") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("span", "sources", "expected"),
+    [
+        ("5 million", "about 2.5 million people", 1.0),  # bug: the decimal point split "2.5" into "2", "5"
+        ("2.5 million", "about 2.5 million people", 0.0),
+        ("3.50 euros", "3, 50 euros", 1.0),
+        ("1000", "1,000 people", 0.0),  # thousands separators
+        ("1,000", "1000 people", 0.0),
+        ("ไข่", "ไข้", 1.0),  # bug: Thai tone marks were dropped (egg vs fever)
+        ("ไข่", "กินไข่", 0.0),
+        ("सोना", "सुना", 1.0),  # bug: Devanagari vowel signs were dropped
+        ("दीन", "यह दीन है", 0.0),
+        ("5人", "共有15人", 1.0),  # bug: a substring inside a number
+        ("5人", "共有5人", 0.0),
+        ("5 คน", "15 คน", 1.0),
+        ("Ann 李", "Joann 李", 1.0),  # bug: a substring inside a Latin word
+        ("Ann 李", "Jo Ann 李", 0.0),
+        ("40 degrees", "-40 degrees", 0.0),  # the sign is not compared: the localizers leave it out
+    ],
+)
+def test_numbers_combining_marks_and_word_edges(span: str, sources: str, expected: float) -> None:
+    assert ungrounded(span, sources) == expected
 
 
 def test_bad_types_are_typed_errors() -> None:
@@ -129,8 +154,34 @@ def test_a_grounded_calibration_needs_the_prompt_text() -> None:
         calibration.score(scores, span)
     grounded = calibration.score(scores, span, PASSAGE)
     assert calibration.score(scores, span, "no such city here") == pytest.approx(grounded + GROUNDING_VETO)
-    fallback = Span(0, 2, 0, 8, "Khartoum", "whole (heuristic: no content word)")
+    fallback = Span(0, 2, 0, 8, "Khartoum", "whole (heuristic: no content word)", whole=True)
     assert calibration.score(scores, fallback, "no such city here") == pytest.approx(grounded)  # not checked
+    # Only the flag says "whole answer": a localizer whose name starts with "whole" is still checked.
+    named = Span(0, 2, 0, 8, "Khartoum", "wholesome")
+    assert calibration.score(scores, named, "no such city here") == pytest.approx(grounded + GROUNDING_VETO)
+
+
+@pytest.mark.parametrize("weight", [0.0, -10.0])
+def test_a_grounding_weight_that_would_let_ungrounded_answers_through_is_refused(weight: float) -> None:
+    """Zero switches the check off and a negative weight inverts it: a file must not do either."""
+    data = Calibration.uncalibrated().with_grounding().model_dump()
+    data["features"][-1]["weight"] = weight
+    with pytest.raises(CalibrationError, match="`weight` of 'ungrounded' must be positive"):
+        Calibration.model_validate(data)
+    with pytest.raises(CalibrationError, match="`weight` of 'ungrounded' must be positive"):
+        Calibration.model_validate_json(json.dumps(data))
+
+
+def test_a_grounding_feature_needs_a_localized_span_and_a_logit_feature_beside_it() -> None:
+    """Either would score an answer the check cannot look up as 0, with nothing read from the model."""
+    check = Feature(metric="ungrounded", pooling="max", weight=GROUNDING_VETO)
+    logit = Feature(metric="logprob", pooling="mean", weight=-1)
+    with pytest.raises(CalibrationError, match="a grounding feature needs a localized span"):
+        Calibration(localizer="whole", features=(logit, check), threshold=1)
+    with pytest.raises(CalibrationError, match="must hold a raw-logit metric beside the grounding one"):
+        Calibration(features=(check,), threshold=1.0)
+    with pytest.raises(CalibrationError, match="a grounding feature needs a localized span"):
+        Calibration.uncalibrated().with_grounding().model_copy(update={"localizer": "whole"})
 
 
 # -- in the guard ---------------------------------------------------------------------------
@@ -178,8 +229,9 @@ def test_a_whole_answer_span_is_not_checked_and_says_so(tiny_model: Any, tiny_to
     plain = _guard(tiny_model, tiny_tokenizer, Calibration.uncalibrated(1.0))
     question = "what is the capital of france ?"
     verdict = whole.check(question, "rome is a city .")
-    assert verdict.notes == (WHOLE_SPAN_NOTE,)
+    assert verdict.notes == (WHOLE_SPAN_NOTE,) and verdict.span.whole
     plain_whole = Guard(tiny_model, tiny_tokenizer, calibration=plain.calibration, localizer="whole", name="tiny")
+    assert plain_whole.with_grounding() is plain_whole  # the guard's own localizer scores whole answers
     assert verdict.score == pytest.approx(plain_whole.check(question, "rome is a city .").score)
 
 
@@ -195,7 +247,7 @@ def test_a_feedback_retry_is_looked_up_in_the_original_prompt(tiny_model: Any, t
     sources = prompt_sources(question)
     repeated = 0
     for k, (x, y) in enumerate(zip(a.attempts, b.attempts, strict=True)):
-        checked = not y.span.source.startswith("whole")  # a whole-answer span is not checked
+        checked = not y.span.whole  # a whole-answer span is not checked
         assert y.score - x.score == pytest.approx(GROUNDING_VETO * checked * ungrounded(y.span.text, sources))
         earlier = " ".join(z.answer for z in b.attempts[:k])
         repeated += checked and bool(ungrounded(y.span.text, sources)) and not ungrounded(y.span.text, earlier)

@@ -244,3 +244,49 @@ def test_bad_history_and_threshold_are_named(index: VectorStoreIndex, llm: Spill
         SpillguardChatEngine(_engine(index, llm)).chat(Q_FERRY, chat_history=[{"role": "user"}])  # type: ignore[list-item]
     with pytest.raises(InvalidInputError, match="`threshold` must be a finite number"):
         SpillguardChatEngine(_engine(index, llm), threshold=float("nan"))
+
+
+# -- grounding in a conversation -----------------------------------------------------------
+
+
+def test_a_name_the_model_carried_from_the_history_grounds_nothing() -> None:
+    """Bug: in ``condense_question`` mode the question the model condensed from the history
+    ("paris ." from an earlier reply) is part of the answering prompt, so the answer counted as
+    grounded and was allowed; the context mode, which keeps the history in assistant turns, abstained."""
+    from llama_index.core import Document
+
+    from tests.llama_index.corpus import HashEmbedding
+    from tests.scripted import scripted_guard
+
+    llm = SpillguardLLM(scripted_guard({"assistant:": "paris ."}, threshold=1.0), context_window=2048)
+    ferry = Document(text="The ferry to the island of Skarn takes 50 minutes.")
+    index = VectorStoreIndex.from_documents([ferry], embed_model=HashEmbedding())
+    history = [
+        ChatMessage(role=MessageRole.USER, content="what is the capital of france ?"),
+        ChatMessage(role=MessageRole.ASSISTANT, content="paris ."),
+    ]
+    for mode in ("context", "condense_question"):
+        inner = index.as_chat_engine(chat_mode=mode, llm=llm, memory=ChatMemoryBuffer.from_defaults())
+        reply = SpillguardChatEngine(inner, "abstain", grounding=True, chat_history=history).chat("and the ferry ?")
+        evidence = _evidence(reply)
+        assert reply.response == RAG_ABSTAIN_TEXT and evidence["action"] == "abstain", mode
+        assert "ungrounded: 'paris' is not written in the prompt" in evidence["notes"], mode
+
+
+def test_the_scope_looks_spans_up_without_what_earlier_calls_wrote() -> None:
+    from guardrail import Action, Attempt, Span, TokenScores, Verdict
+    from llama_index_spillguard.scope import query_scope
+
+    def verdict(text: str) -> Verdict:
+        scores, span = TokenScores([1], [1.0], [1.0], [1.0], [0.0]), Span(0, 1, 0, 1, text, "t")
+        attempt = Attempt(text, (text,), scores, span, 0.0, "greedy", 4)
+        return Verdict("q", text, Action.ALLOW, 1.0, (attempt,), 0, "test")
+
+    with query_scope("who built it?", grounded=True) as outer:
+        outer.record("chat", verdict("Who built the lighthouse Smith mentioned?"))
+        with query_scope("Who built the lighthouse Smith mentioned?") as inner:
+            inner.record("chat", verdict("Miriam Okafor"))
+            prompt = "Context: built by Miriam Okafor.\nQuery: Who built the lighthouse Smith mentioned?"
+            sources = inner.sources(prompt)
+    assert "Smith" not in sources and sources.endswith("who built it?")  # the user's own words stay
+    assert sources.startswith("Context: built by \n.")  # a draft answer being refined grounds nothing either
