@@ -15,8 +15,10 @@ tool calls and so ends the agent run.
 Tool-call turns are not judged: a model message that calls tools is a request for evidence, not
 a claim, so it goes on to the tools unchanged (its own verdict stays in its metadata), and the
 answer written after the tool results is judged. A retry that comes back as a tool call ends the
-attempt loop the same way. The decision about the last judged answer is also in the agent state
-under ``"spillguard"``.
+attempt loop the same way. A structured answer (``response_format``: a call to the
+structured-output tool) is judged like text; abstaining on it drops the structured response and
+ends the run. The decision about the last judged answer is also in the agent state under
+``"spillguard"``.
 """
 
 from __future__ import annotations
@@ -33,13 +35,23 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "SpillguardMiddleware needs langchain (agents) and langgraph, which are not installed; "
         'install them with: pip install "spillguard[agents]"'
     ) from exc
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from typing_extensions import NotRequired
 
-from guardrail import METADATA_KEY, Decision, Judged, NotGuardedError, Policy, RetryStep, arun_attempts, run_attempts
+from guardrail import (
+    METADATA_KEY,
+    Action,
+    Decision,
+    Judged,
+    NotGuardedError,
+    Policy,
+    RetryStep,
+    arun_attempts,
+    run_attempts,
+)
 from guardrail.policy import as_policy
 from langchain_spillguard.chat_model import ChatSpillguard
-from langchain_spillguard.evidence import STEP_KEY
+from langchain_spillguard.evidence import STEP_KEY, evidence_of
 from langchain_spillguard.runnable import decided_message, judged
 
 __all__ = ["SpillguardMiddleware", "SpillguardState"]
@@ -118,15 +130,34 @@ class SpillguardMiddleware(AgentMiddleware[SpillguardState, Any, Any]):
             return turn.response
 
     def _finish(self, decision: Decision[ModelResponse[Any]]) -> ExtendedModelResponse[Any]:
-        """The kept response with the decided message, and the decision in the state."""
+        """The kept response with the decided message, and the decision in the state.
+
+        A structured answer (``response_format``) keeps its structured-output tool call when it
+        is let through or flagged; an abstention drops it, its tool message and the structured
+        response, and ends the run (the agent would otherwise ask the model again for one)."""
         response = decision.best.result
         best = _answer(response)
         assert best is not None  # a response without an answer was refused when judged
         final = decided_message(best, decision, self.policy)
-        messages = [final if m is best else m for m in response.result]
+        update: dict[str, Any] = {METADATA_KEY: final.response_metadata[METADATA_KEY]}
+        structured, kept = response.structured_response, list(response.result)
+        if structured is not None:
+            calls = {c["id"] for c in best.tool_calls}
+            if decision.action is Action.ABSTAIN:
+                structured, update["jump_to"] = None, "end"
+                kept = [m for m in kept if not (isinstance(m, ToolMessage) and m.tool_call_id in calls)]
+            else:  # the message shows the tool call, as the model wrote it; its evidence is about that text
+                evidence = evidence_of(final)
+                assert evidence is not None
+                update[METADATA_KEY] = evidence.updated(text=best.text)
+                metadata = {**final.response_metadata, METADATA_KEY: update[METADATA_KEY]}
+                final = final.model_copy(
+                    update={"content": best.content, "tool_calls": best.tool_calls, "response_metadata": metadata}
+                )
+        messages = [final if m is best else m for m in kept]
         return ExtendedModelResponse(
-            model_response=ModelResponse(result=messages, structured_response=response.structured_response),
-            command=Command(update={METADATA_KEY: final.response_metadata[METADATA_KEY]}),
+            model_response=ModelResponse(result=messages, structured_response=structured),
+            command=Command(update=update),
         )
 
 
@@ -149,7 +180,7 @@ def _answer(response: ModelResponse[Any]) -> AIMessage | None:
 def _judge(response: ModelResponse[Any], step: RetryStep) -> Judged[ModelResponse[Any]]:
     """The response judged on its answer; a tool-call turn ends the loop unjudged."""
     message = _answer(response)
-    if message is not None and message.tool_calls:
-        raise _ToolTurn(response)
+    if message is not None and message.tool_calls and response.structured_response is None:
+        raise _ToolTurn(response)  # a request for evidence; a structured answer is judged like text
     found = judged(message, step)
     return Judged(response, found.answer, found.score, found.threshold, step)

@@ -17,12 +17,14 @@ import pytest
 pytest.importorskip("langchain.agents")
 
 from langchain.agents import create_agent
+from langchain.agents.structured_output import ToolStrategy
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
+from pydantic import BaseModel
 
 from guardrail import NotGuardedError, Policy
-from langchain_spillguard import ChatSpillguard, SpillguardMiddleware
+from langchain_spillguard import ChatSpillguard, SpillguardMiddleware, evidence_of
 from tests.scripted import WEATHER_CALL, scripted_guard
 
 WRONG = {"messages": [{"role": "user", "content": "What is the capital of Honduras?"}]}
@@ -102,6 +104,41 @@ def test_tool_call_turns_pass_unjudged_and_the_answer_after_them_is_judged(mode:
     assert isinstance(observed, ToolMessage) and observed.content == "sunny in Paris"
     assert answer.content == "I don't know." and answer.response_metadata["spillguard"]["answer"] == "paris ."
     assert result["spillguard"]["action"] == "abstain"
+
+
+class Capital(BaseModel):
+    """The capital city."""
+
+    city: str
+
+
+CAPITAL_CALL = '<tool_call> {"name": "Capital", "arguments": {"city": "Berlin"}} </tool_call>'
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("policy", "threshold", "action"),
+    [("flag", 1e9, "allow"), ("flag", -1e9, "flag"), ("retry", -1e9, "flag"), ("abstain", -1e9, "abstain")],
+)
+def test_a_structured_answer_is_judged(policy: str, threshold: float, action: str, mode: str) -> None:
+    """Bug: the structured-output tool call of a ``response_format`` answer passed unjudged, so
+    under "abstain" a flagged answer reached the caller as ``structured_response``."""
+    guard = scripted_guard({"assistant:": CAPITAL_CALL}, threshold=threshold)
+    agent = create_agent(
+        ChatSpillguard(guard=guard),
+        tools=[],
+        response_format=ToolStrategy(Capital),
+        middleware=[SpillguardMiddleware(policy)],
+    )
+    result = _run(agent, {"messages": [{"role": "user", "content": "what is the capital of germany ?"}]}, mode)
+    assert result["spillguard"]["action"] == action
+    answer = next(m for m in result["messages"] if isinstance(m, AIMessage))
+    assert evidence_of(answer).check(answer.text).action.value == action  # sealed, about the text shown
+    if action == "abstain":  # no structured answer, no dangling tool message; the run ended
+        assert result.get("structured_response") is None and answer.content == guard.policy.abstain_text
+        assert not answer.tool_calls and not any(isinstance(m, ToolMessage) for m in result["messages"])
+    else:
+        assert result["structured_response"] == Capital(city="Berlin") and answer.tool_calls
 
 
 def test_retry_makes_each_attempt_with_its_step() -> None:
