@@ -247,12 +247,15 @@ class Evidence:
         if not isinstance(data, Mapping):
             raise UnscoredResponseError("the answer", f"its spillguard metadata is not a mapping: {data!r}")
         try:
-            score = math.inf if data["score"] is None else float(data["score"])
-            threshold = float(data["threshold"])
+            raw_score, raw_threshold = data["score"], data["threshold"]
+            if not all(_plain_number(x) for x in (raw_score, raw_threshold)) or raw_threshold is None:
+                raise TypeError(f"score {raw_score!r} and threshold {raw_threshold!r} must be JSON numbers")
+            score = math.inf if raw_score is None else float(raw_score)
+            threshold = float(raw_threshold)
             action = Action(data["action"])
             answer, text = data["answer"], data["text"]
             span_text = data["span"]["text"]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise UnscoredResponseError("the answer", f"its spillguard metadata is malformed ({exc!r})") from None
         if not (isinstance(answer, str) and isinstance(text, str) and isinstance(span_text, str)):
             raise UnscoredResponseError("the answer", "its spillguard metadata holds non-text answer fields")
@@ -261,6 +264,11 @@ class Evidence:
         seal = data.get("seal")
         sealed = isinstance(seal, str) and hmac.compare_digest(seal, _seal(data))
         return cls(answer, text, action, score, threshold, span_text, sealed, data)
+
+
+def _plain_number(value: object) -> bool:
+    """An ``int`` or ``float`` (not a ``bool``), or ``None``: what a verdict writes and JSON reads back."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _short(text: str) -> str:

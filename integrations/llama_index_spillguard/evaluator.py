@@ -109,13 +109,24 @@ class SpillguardEvaluator(BaseEvaluator):
         check_text("query", query)
         check_text("response", response)
         assert query is not None and response is not None
-        prompt = _prompt(query, contexts or ())
+        contexts = _contexts(contexts)
+        prompt = _prompt(query, contexts)
         guard = self._guard.with_grounding() if self._grounding and contexts else self._guard
         verdict = guard.check([{"role": "user", "content": prompt}], response, localize_in=query)
         return _result(query, response, contexts, verdict.score, self._threshold_of(verdict), verdict.span.text)
 
     def _threshold_of(self, verdict: Verdict) -> float:
         return verdict.threshold if self._threshold is None else self._threshold
+
+
+def _contexts(contexts: object) -> tuple[str, ...]:
+    """``contexts`` as a tuple of passages: a list or tuple of strings, or ``None`` for none (a
+    single string would be read as one passage per character)."""
+    if contexts is None:
+        return ()
+    if not isinstance(contexts, (list, tuple)) or not all(isinstance(c, str) for c in contexts):
+        raise InvalidInputError(f"`contexts` must be a list of str (the retrieved passages), got {contexts!r}")
+    return tuple(contexts)
 
 
 def _prompt(query: str, contexts: Sequence[str]) -> str:

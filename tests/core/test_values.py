@@ -319,6 +319,19 @@ def test_a_non_finite_score_or_threshold_never_allows(bad: float) -> None:
     assert forged.flagged_by() and forged.flagged_by(1e9)
 
 
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("score", 10**400), ("threshold", 10**400), ("score", np.float32(0.5)), ("score", True), ("threshold", None)],
+)
+def test_evidence_with_a_number_json_cannot_hold_is_unscored(field: str, bad: object) -> None:
+    """Bug: an int too large for a float escaped as OverflowError, a numpy float32 as TypeError (from the seal)."""
+    from guardrail import Evidence, UnscoredResponseError
+
+    data = {**verdict(0.5, Action.ALLOW).to_dict(per_token=False), field: bad}
+    with pytest.raises(UnscoredResponseError, match="metadata is malformed"):
+        Evidence.from_dict(data)
+
+
 def test_a_non_finite_calibrated_score_is_an_error_not_a_number() -> None:
     from guardrail.errors import CaptureError
 

@@ -361,6 +361,10 @@ def test_the_evaluator_grounds_answers_in_the_contexts(llm: SpillguardLLM) -> No
     assert invented.score == pytest.approx(baseline.score + GROUNDING_VETO) and not invented.passing
     with pytest.raises(InvalidInputError, match="`grounding` must be a bool"):
         SpillguardEvaluator(llm, grounding="no")  # type: ignore[arg-type]
+    # Bug: a single string was read as one passage per character, non-text passages were a raw TypeError.
+    for bad in ("Miriam Okafor built it.", [None], [1, "x"], [b"Miriam Okafor"]):
+        with pytest.raises(InvalidInputError, match="`contexts` must be a list of str"):
+            grounded.evaluate(query="Who built the lighthouse?", response="Miriam Okafor built it.", contexts=bad)
 
 
 def test_a_nested_scope_keeps_the_enclosing_grounding() -> None:
