@@ -115,6 +115,10 @@ BATCH_SIZE = 32
 """Questions per left-padded batch of a run (and of ``spillguard evaluate``/``calibrate``): on a
 2-core CPU 32 answers 6.7 questions/s against 4.8 at 16, with the same answers (docs/benchmarks.md)."""
 
+MAX_NEW_TOKENS = 32
+"""Answer length limit of a run (and of ``spillguard evaluate``/``calibrate``): the dev tasks'
+answers are a short sentence; every bundled calibration was fitted on answers of this limit."""
+
 
 @dataclass(frozen=True)
 class Run:
@@ -137,7 +141,7 @@ def generate(
     dataset: Dataset,
     *,
     batch_size: int = BATCH_SIZE,
-    max_new_tokens: int = 32,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     cache: Path | bool | None = True,
     progress: bool = True,
     engine: Engine | None = None,
@@ -242,7 +246,7 @@ def _key_of(prompt: object) -> str:
 
 
 def retry_verdicts(
-    guard: Any, records: list[Record], *, batch_size: int = BATCH_SIZE, max_new_tokens: int = 32
+    guard: Any, records: list[Record], *, batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS
 ) -> list[Any]:
     """The guard's verdicts (under its own policy, e.g. retry) on the questions of ``records``.
 

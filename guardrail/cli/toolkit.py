@@ -68,7 +68,12 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="questions per left-padded generation batch (default 32; larger is faster on CPU, same answers)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=32,
+        help="answer length limit in tokens (default 32, as for the bundled calibrations)",
+    )
     parser.add_argument(
         "--localizers",
         default="heuristic,whole",

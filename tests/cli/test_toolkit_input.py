@@ -88,9 +88,10 @@ def test_data_fetch_archive_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     "argv", [["evaluate", "--data", "capitals"], ["calibrate", "--data", "capitals", "--out", "x.json"]]
 )
-def test_the_batch_size_default_is_the_runs_one(argv: list[str]) -> None:
-    """The CLI cannot import the toolkit before a command runs, so its default is a literal: kept equal here."""
-    from guardrail.calibrate.runs import BATCH_SIZE
+def test_the_batch_defaults_are_the_runs_ones(argv: list[str]) -> None:
+    """The CLI cannot import the toolkit before a command runs, so its defaults are literals: kept equal here."""
+    from guardrail.calibrate.runs import BATCH_SIZE, MAX_NEW_TOKENS
     from guardrail.cli.app import parser
 
-    assert parser().parse_args(argv).batch_size == BATCH_SIZE
+    args = parser().parse_args(argv)
+    assert (args.batch_size, args.max_new_tokens) == (BATCH_SIZE, MAX_NEW_TOKENS)
