@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -67,6 +67,8 @@ class QueryScope:
             calibration plus the grounding feature (:meth:`guardrail.Calibration.with_grounding`)
             where it applies (:attr:`guardrail.Calibration.can_ground`).
         parent: the enclosing scope, which also receives every record.
+        written: text the model wrote before this query (a chat engine's earlier replies):
+            it grounds nothing (:meth:`sources`).
         id: a unique id, also put in each response's ``additional_kwargs``.
     """
 
@@ -74,8 +76,10 @@ class QueryScope:
     step: RetryStep = field(default_factory=RetryStep)
     grounded: bool = False
     parent: QueryScope | None = None
+    written: tuple[str, ...] = ()
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _records: list[CallRecord] = field(default_factory=list, repr=False)
+    _sources: list[str] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, kind: str, verdict: Verdict) -> CallRecord:
@@ -94,21 +98,27 @@ class QueryScope:
             return tuple(self._records)
 
     def sources(self, prompt: str) -> str:
-        """What a grounded call's span is looked up in: ``prompt`` (the text of its system, user
-        and tool turns) without the text that earlier calls of this query wrote — a question
-        condensed from the conversation, a draft answer being refined — and with the user's own
-        query (the outermost scope's). So a name from an earlier reply, carried into the prompt
-        by the model, grounds nothing."""
-        outer = self
-        written = []
-        while True:
-            written += [r.verdict.text.strip() for r in outer.records if r.verdict.text.strip()]
-            if outer.parent is None:
-                break
-            outer = outer.parent
-        for text in sorted(set(written), key=len, reverse=True):
+        """What a grounded call's span is looked up in, for ``prompt`` (the text of the call's
+        system, user and tool turns).
+
+        Text the model wrote grounds an answer only through what grounded it: ``prompt`` loses
+        the conversation's earlier replies (:attr:`written`, which a condensing chat mode renders
+        into its prompt as plain text) and what earlier calls of this query wrote (a question
+        condensed from the conversation, a draft being refined), and gains what those earlier
+        calls were looked up in (the draft's passages) and the user's own query. So a name that
+        only an earlier reply holds grounds nothing, in every chat mode, and a refined answer is
+        grounded by the passages of its draft. The result is kept for the calls after this one."""
+        chain = [self]
+        while chain[-1].parent is not None:
+            chain.append(chain[-1].parent)
+        written = {t.strip() for scope in chain for t in scope.written if t.strip()}
+        written |= {r.verdict.text.strip() for scope in chain for r in scope.records if r.verdict.text.strip()}
+        for text in sorted(written, key=len, reverse=True):
             prompt = prompt.replace(text, "\n")
-        return f"{prompt}\n{outer.query}"
+        with self._lock:
+            earlier = [t for scope in chain for t in scope._sources]
+            self._sources.append(prompt)
+        return "\n".join([prompt, *earlier, chain[-1].query])
 
 
 _CURRENT: ContextVar[QueryScope | None] = ContextVar("spillguard_query_scope", default=None)
@@ -120,13 +130,16 @@ def current_scope() -> QueryScope | None:
 
 
 @contextmanager
-def query_scope(query: str, *, step: RetryStep | None = None, grounded: bool = False) -> Iterator[QueryScope]:
+def query_scope(
+    query: str, *, step: RetryStep | None = None, grounded: bool = False, written: Sequence[str] = ()
+) -> Iterator[QueryScope]:
     """Open a scope for ``query``: guarded LLM calls inside it make attempt ``step`` (default the
     first), are scored for grounding in their prompt when ``grounded`` (or when the enclosing
-    scope is), and record their verdicts there."""
+    scope is; ``written``: earlier replies of the model, which ground nothing), and record their
+    verdicts there."""
     parent = _CURRENT.get()
     grounded = grounded or (parent is not None and parent.grounded)  # an enclosing engine's choice holds
-    with _entered(QueryScope(query, step or RetryStep(), grounded, parent=parent)) as scope:
+    with _entered(QueryScope(query, step or RetryStep(), grounded, parent=parent, written=tuple(written))) as scope:
         yield scope
 
 

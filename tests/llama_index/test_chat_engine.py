@@ -273,7 +273,7 @@ def test_a_name_the_model_carried_from_the_history_grounds_nothing() -> None:
         assert "ungrounded: 'paris' is not written in the prompt" in evidence["notes"], mode
 
 
-def test_the_scope_looks_spans_up_without_what_earlier_calls_wrote() -> None:
+def test_model_written_text_grounds_only_through_what_grounded_it() -> None:
     from guardrail import Action, Attempt, Span, TokenScores, Verdict
     from llama_index_spillguard.scope import query_scope
 
@@ -282,11 +282,16 @@ def test_the_scope_looks_spans_up_without_what_earlier_calls_wrote() -> None:
         attempt = Attempt(text, (text,), scores, span, 0.0, "greedy", 4)
         return Verdict("q", text, Action.ALLOW, 1.0, (attempt,), 0, "test")
 
-    with query_scope("who built it?", grounded=True) as outer:
-        outer.record("chat", verdict("Who built the lighthouse Smith mentioned?"))
-        with query_scope("Who built the lighthouse Smith mentioned?") as inner:
-            inner.record("chat", verdict("Miriam Okafor"))
-            prompt = "Context: built by Miriam Okafor.\nQuery: Who built the lighthouse Smith mentioned?"
-            sources = inner.sources(prompt)
-    assert "Smith" not in sources and sources.endswith("who built it?")  # the user's own words stay
-    assert sources.startswith("Context: built by \n.")  # a draft answer being refined grounds nothing either
+    # A condensing chat mode: the earlier reply is rendered into the condensing prompt as text.
+    with query_scope("and the ferry?", grounded=True, written=["Paris."]) as chat:
+        first = chat.sources("History: user: capital of France? assistant: Paris.\nFollow-up: and the ferry?")
+        chat.record("chat", verdict("How long is the ferry to Paris?"))
+        second = chat.sources("Context: the ferry takes 50 minutes.\nQuery: How long is the ferry to Paris?")
+    assert "Paris" not in first and "Paris" not in second and second.endswith("and the ferry?")
+    assert "capital of France" in second  # what the earlier call was looked up in still grounds
+    # Refine: the draft's name is grounded by the draft's own passage, not by the draft.
+    with query_scope("who built it?", grounded=True) as query:
+        query.sources("Context: it was built by Miriam Okafor.\nQuery: who built it?")
+        query.record("chat", verdict("Miriam Okafor"))
+        refined = query.sources("Existing answer: Miriam Okafor\nNew context: it opened in 1871.")
+    assert "built by Miriam Okafor" in refined and "Existing answer: \n" in refined
