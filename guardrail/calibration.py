@@ -358,7 +358,7 @@ def _read_json(path: Path) -> Any:
         raise CalibrationError(f"cannot read calibration file {str(path)!r}: larger than {MAX_FILE_BYTES} bytes")
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, an integer too long to convert
         raise CalibrationError(f"cannot read calibration file {str(path)!r}: {exc!r}") from None
 
 

@@ -26,7 +26,7 @@ from transformers import DynamicCache, GenerationConfig, StoppingCriteria, Stopp
 from transformers.generation.configuration_utils import GenerationMode
 
 from guardrail.energy import step_statistics, teacher_forced_statistics
-from guardrail.errors import CaptureError, InvalidInputError, ModelError, NonFiniteLogitsError
+from guardrail.errors import CaptureError, InvalidInputError, ModelError, NonFiniteLogitsError, SpillguardError
 from guardrail.locks import model_lock
 from guardrail.prompts import GENERATION_OPTIONS
 from guardrail.scores import TokenScores, TokenStep
@@ -195,6 +195,7 @@ def generate_with_scores(
         it) and the ``(batch, steps)`` generated ids.
     """
     config, extra = _generation_config(model, generate_kwargs, pad_token_id)
+    config.eos_token_id = list(eos_token_ids)  # stop where the scored answer ends, at any of them
     if on_step is not None and input_ids.shape[0] != 1:
         raise InvalidInputError(f"`on_step` needs a batch of 1, got {input_ids.shape[0]} rows")
     if input_ids.shape[0] > 1 and not honours_left_padding(model) and not bool(attention_mask.all()):
@@ -212,9 +213,11 @@ def generate_with_scores(
                 out = model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra
                 )
-        except RuntimeError as exc:  # sampling from NaN/inf logits fails inside torch
+        except SpillguardError:
+            raise
+        except Exception as exc:  # sampling from NaN/inf logits fails inside torch; settings generate refuses
             recorder.raise_if_non_finite()
-            raise CaptureError(f"generation failed: {exc}") from exc
+            raise CaptureError(f"generation failed: {type(exc).__name__}: {exc}") from exc
         finally:
             handle.remove()
         generated = out.sequences[:, input_ids.shape[1] :]  # (batch, steps)

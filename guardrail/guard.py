@@ -623,6 +623,14 @@ _ENCODER_FAMILIES = frozenset(
 )  # fmt: skip
 """Encoder families that transformers also builds as causal LMs; causal only with ``is_decoder=True``."""
 
+_NON_CAUSAL_FAMILIES = {
+    "xlnet": "a permutation language model whose plain forward lets every position attend to the tokens after it",
+    "cpmant": "its forward marks every position as context, so every position attends to the tokens after it",
+    "xlm": "built with causal=False (its default), every position attends to the tokens after it",
+}
+"""Families transformers builds as causal LMs whose plain forward pass is not causal (``xlm``: unless
+``config.causal``): their logits are not next-token predictions of the text so far."""
+
 
 def _check_model(model: Any, tokenizer: Any) -> int:
     """Validate the pair; return the model's vocabulary size (LM-head rows)."""
@@ -640,6 +648,13 @@ def _check_model(model: Any, tokenizer: Any) -> int:
             f"`model` ({type(model).__name__}) is a bidirectional encoder ({model_type!r}) loaded with "
             "is_decoder=False: every position sees the tokens after it, so its logits are not next-token "
             "predictions; load it with `is_decoder=True` or use a decoder-only causal LM"
+        )
+    if model_type in _NON_CAUSAL_FAMILIES and not (model_type == "xlm" and getattr(config, "causal", False) is True):
+        raise ModelError(
+            f"`model` ({type(model).__name__}, {model_type!r}) is not causal: {_NON_CAUSAL_FAMILIES[model_type]}; "
+            "a teacher-forced score would read the answer's later tokens (use a decoder-only causal LM"
+            + (", or build XLM with causal=True" if model_type == "xlm" else "")
+            + ")"
         )
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):

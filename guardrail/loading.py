@@ -52,8 +52,14 @@ def load_default() -> tuple[Any, Any]:
     """
     gguf = bundled_gguf()
     cached = cache_root() / f"{DEFAULT_MODEL_NAME}-{gguf.stat().st_size}"
-    if not (cached / "model.safetensors").is_file():
-        _convert(gguf, cached)
+    try:
+        if not (cached / "model.safetensors").is_file():
+            _convert(gguf, cached)
+    except Exception as exc:  # a cache folder that cannot be written, a damaged bundled file
+        raise ModelError(
+            f"cannot prepare the bundled model in the cache {str(cached)!r} (set SPILLGUARD_CACHE to a writable "
+            f"folder): {type(exc).__name__}: {exc}"
+        ) from exc
     return load_local(cached)
 
 
@@ -93,7 +99,11 @@ def load_local(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location = Path(path)
-    if not location.exists():
+    try:
+        exists = location.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise InvalidInputError(f"`path`={str(path)!r} cannot be looked up: {exc}") from None
+    if not exists:
         raise InvalidInputError(f"`path`={str(path)!r} does not exist; spillguard loads local models only")
     kwargs: dict[str, Any] = {"local_files_only": True}
     if location.is_file():
@@ -110,7 +120,12 @@ def load_local(
     except Exception as exc:  # a checkpoint can fail in any library below (safetensors, struct, ...)
         raise ModelError(f"cannot load a causal LM from `path`={str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if device is not None:
-        model = model.to(device)
+        try:
+            model = model.to(device)
+        except Exception as exc:  # an unknown device string, a backend torch was not built with
+            raise InvalidInputError(
+                f"cannot move the model to `device`={device!r}: {type(exc).__name__}: {exc}"
+            ) from exc
     return model.eval(), tokenizer
 
 

@@ -116,6 +116,6 @@ def read_json_bounded(text: str, where: str, *, max_depth: int = MAX_JSON_DEPTH)
             depth -= 1
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer too long to convert
         raise InvalidInputError(f"{where} is not JSON ({exc}): {text[:80]!r}") from None
     return value

@@ -71,3 +71,6 @@ def run(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the file system refused (a name too long, a cache under a file): no traceback
+        print(f"spillguard: error: {exc}", file=sys.stderr)
+        return 2

@@ -101,6 +101,8 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise InvalidInputError(f"`--{name.replace('_', '-')}` must be an int >= 1, got {value!r}")
+    if getattr(args, "seed", 0) < 0:
+        raise InvalidInputError(f"`--seed` must be an int >= 0, got {args.seed!r}")
     if getattr(args, "out", None):
         _check_writable(Path(args.out), "--out", folder=False)
     if getattr(args, "report", None):

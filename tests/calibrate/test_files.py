@@ -73,3 +73,5 @@ def test_read_json_bounded() -> None:
         read_json_bounded("[" * 100_000 + "]" * 100_000, "row")
     with pytest.raises(InvalidInputError, match="row is not JSON"):
         read_json_bounded("{nope", "row")
+    with pytest.raises(InvalidInputError, match="row is not JSON"):  # bug: a raw ValueError (int conversion limit)
+        read_json_bounded('{"n": ' + "9" * 5000 + "}", "row")

@@ -34,6 +34,7 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["--batch-size", "0"], "`--batch-size` must be an int >= 1"),
         (["--max-new-tokens", "0"], "`--max-new-tokens` must be an int >= 1"),
         (["--limit", "0"], "`--limit` must be an int >= 1"),
+        (["--seed", "-1"], "`--seed` must be an int >= 0"),  # bug: a numpy ValueError traceback
         (["--goal", "bogus"], "`goal` must be 'f1' or 'false-flag-rate=X'"),
         (["--goal", "false-flag-rate=2"], "`goal` must be"),
         (["--data", "capitals\udcff"], "`--data` is not valid text"),
@@ -95,3 +96,8 @@ def test_the_batch_defaults_are_the_runs_ones(argv: list[str]) -> None:
 
     args = parser().parse_args(argv)
     assert (args.batch_size, args.max_new_tokens) == (BATCH_SIZE, MAX_NEW_TOKENS)
+
+
+def test_a_file_system_error_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bug: a name too long for the file system escaped as a raw OSError from ``Path.is_file``."""
+    assert "File name too long" in _error(capsys, ["evaluate", "--data", "a" * 300 + ".jsonl"])

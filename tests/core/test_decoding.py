@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from guardrail import Calibration, Guard, InvalidInputError, ModelError, NonFiniteLogitsError, Policy
+from guardrail import Calibration, CaptureError, Guard, InvalidInputError, ModelError, NonFiniteLogitsError, Policy
 from guardrail.capture import generate_with_scores, score_teacher_forced
 from guardrail.policy import MAX_SEED
 from tests.conftest import build_tiny_model
@@ -138,6 +138,19 @@ def test_modes_in_the_models_own_generation_config_are_refused(
         g.ask(QUESTION)
     assert counter.count == 0
     assert getattr(model.generation_config, setting) == value  # the model's own config is never changed
+
+
+def test_a_setting_generate_itself_refuses_is_a_capture_error(tiny_tokenizer: Any) -> None:
+    """Bug: only RuntimeError was wrapped; ``generate``'s own ValueError (here: a banned word
+    outside the vocabulary in the model's generation config) escaped raw."""
+    model = build_tiny_model()
+    g = guard(model, tiny_tokenizer)
+    model.generation_config.bad_words_ids = [[10_000]]
+    try:
+        with pytest.raises(CaptureError, match="generation failed: ValueError"):
+            g.ask(QUESTION)
+    finally:
+        model.generation_config.bad_words_ids = None
 
 
 def test_beam_search_passed_at_the_capture_level_is_refused(tiny_model: Any, tiny_tokenizer: Any) -> None:

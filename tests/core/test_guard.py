@@ -109,6 +109,25 @@ def test_stream_yields_text_then_steps_then_the_verdict(tiny_model: Any, tiny_to
     assert verdict.answer == g.ask(QUESTION, min_new_tokens=5).answer
 
 
+def test_generation_stops_at_the_tokenizers_eos_too() -> None:
+    """Bug: the answer is scored up to the first EOS of the tokenizer or the generation config,
+    but generation stopped only at the config's, so a stream showed text after the tokenizer's
+    EOS that no score covered ('city user what' streamed, 'city' scored and allowed)."""
+    from tests.core import zoo
+
+    tokenizer = zoo.word_tokenizer()
+    model = zoo.build("llama")
+    plain = Guard(model, tokenizer, max_new_tokens=4).ask("is rome a city ?").answer
+    assert plain.split()[:2] == ["city", "of"]  # the tiny model writes "of" second
+    tokenizer.eos_token = "of"  # an EOS the model's generation config does not list
+    guard = Guard(model, tokenizer, max_new_tokens=4)
+    events = list(guard.stream("is rome a city ?"))
+    verdict = events[-1]
+    assert isinstance(verdict, Verdict)
+    assert "".join(e for e in events if isinstance(e, str)) == verdict.answer == "city"
+    assert guard.ask("is rome a city ?").answer == "city"
+
+
 @pytest.mark.parametrize("policy", [Policy("abstain", abstain_text="?"), Policy("retry", max_attempts=2)])
 def test_a_stream_never_shows_text_the_policy_replaces(tiny_model: Any, tiny_tokenizer: Any, policy: Policy) -> None:
     """Regression: the answer streamed live, then the verdict said "abstain" — a reader (an

@@ -21,6 +21,34 @@ def test_a_missing_path_is_an_input_error(tmp_path: Path) -> None:
         load_local(tmp_path / "nowhere")
 
 
+def test_a_path_the_file_system_cannot_look_up_is_an_input_error() -> None:
+    """Bug: a raw OSError (name too long) from ``Path.exists``."""
+    with pytest.raises(InvalidInputError, match="cannot be looked up"):
+        load_local("a" * 300)
+
+
+def test_a_device_torch_cannot_use_is_an_input_error(tmp_path: Path) -> None:
+    """Bug: ``model.to(device)`` ran outside the loader's checks (a raw RuntimeError)."""
+    build_tiny_model().save_pretrained(tmp_path)
+    zoo.word_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(InvalidInputError, match="cannot move the model to `device`='bogus'"):
+        load_local(tmp_path, device="bogus")
+
+
+@pytest.mark.integration
+def test_a_bundled_model_cache_that_cannot_be_written_is_a_model_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bug: the one-time de-quantization into an unwritable cache escaped as NotADirectoryError."""
+    from guardrail import loading
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SPILLGUARD_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelError, match="cannot prepare the bundled model in the cache"):
+        loading.load_default.__wrapped__()
+
+
 def test_a_folder_without_a_config_is_refused_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no config.json"):
         load_local(tmp_path)
@@ -95,3 +123,27 @@ def test_an_encoder_loaded_as_a_causal_lm_is_scored_only_as_a_decoder(tmp_path: 
     else:
         with pytest.raises(ModelError, match="bidirectional encoder"):
             Guard.from_pretrained(tmp_path)
+
+
+def _non_causal(name: str, **extra: object) -> object:
+    v = zoo.VOCAB
+    if name == "cpmant":
+        return hf.CpmAntForCausalLM(hf.CpmAntConfig(vocab_size=v, hidden_size=16, dim_ff=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, dim_head=8, prompt_length=4))  # fmt: skip
+    if name == "xlnet":
+        return hf.XLNetLMHeadModel(hf.XLNetConfig(vocab_size=v, d_model=16, n_layer=1, n_head=2, d_inner=32))
+    return hf.XLMWithLMHeadModel(hf.XLMConfig(vocab_size=v, emb_dim=16, n_layers=1, n_heads=2, **extra))
+
+
+@pytest.mark.parametrize("name", ["cpmant", "xlnet", "xlm"])
+def test_a_family_whose_forward_sees_later_tokens_is_refused(name: str) -> None:
+    """Bug: these were accepted and ``check`` scored each answer token with the tokens after it
+    in view (CPM-Ant's logits moved by up to 11.6 when later tokens were added)."""
+    model = _non_causal(name).eval()  # type: ignore[attr-defined]
+    with pytest.raises(ModelError, match="is not causal"):
+        Guard(model, zoo.word_tokenizer())
+
+
+def test_xlm_built_causal_is_accepted() -> None:
+    model = _non_causal("xlm", causal=True).eval()  # type: ignore[attr-defined]
+    assert Guard(model, zoo.word_tokenizer()).model is model

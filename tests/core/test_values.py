@@ -260,6 +260,9 @@ def test_deeply_nested_json_is_a_calibration_error(tmp_path: Path) -> None:
     path.write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(CalibrationError, match="cannot read"):
         Calibration.load(path)
+    path.write_text('{"schema_version": ' + "9" * 5000 + "}")  # bug: a raw ValueError (int conversion limit)
+    with pytest.raises(CalibrationError, match="cannot read"):
+        Calibration.load(path)
     nested = '{"schema_version": 2, "features": ' + "[" * 100_000 + "]" * 100_000 + ', "threshold": 1}'
     with pytest.raises(CalibrationError):
         Calibration.model_validate_json(nested)
