@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 
 from guardrail.errors import InvalidInputError
 from guardrail.localize import Span
+from guardrail.validation import check_str
 
 __all__ = [
     "GROUNDING_METRICS",
@@ -97,12 +98,6 @@ def _in_unspaced(wanted: list[str], found: list[str]) -> bool:
     return False
 
 
-def _text(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"`{name}` must be a str, got {type(value).__name__}: {value!r}")
-    return value
-
-
 def ungrounded(span: str, sources: str) -> float:
     """``0.0`` when the words of ``span`` occur in ``sources`` as a contiguous run, else ``1.0``.
 
@@ -115,7 +110,7 @@ def ungrounded(span: str, sources: str) -> float:
     ungrounded. A sign is not compared: "-40" is grounded by "40" (the localizers leave the sign
     out of the span).
     """
-    wanted, found = _words(_text("span", span)), _words(_text("sources", sources))
+    wanted, found = _words(check_str("span", span)), _words(check_str("sources", sources))
     n = len(wanted)
     if n == 0:
         return 1.0

@@ -45,7 +45,7 @@ from guardrail.policy import Policy, RetryStep
 from guardrail.prompts import GENERATION_OPTIONS, Message, Prompt, PromptBuilder, check_generation
 from guardrail.scores import TokenScores, TokenStep
 from guardrail.streaming import LiveGeneration
-from guardrail.validation import check_int, check_text
+from guardrail.validation import check_int, check_str, check_text
 from guardrail.verdict import Attempt, Verdict
 
 __all__ = ["GENERATION_OPTIONS", "Guard"]
@@ -187,8 +187,7 @@ class Guard:
 
     def token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` alone, without special tokens (how an answer is tokenized)."""
-        if not isinstance(text, str):
-            raise InvalidInputError(f"`text` must be a str, got {type(text).__name__}: {text!r}")
+        check_str("text", text)
         return self._prompts.answer_ids(text) if text else []
 
     def make_localizer(self, localizer: str | Localizer) -> Localizer:

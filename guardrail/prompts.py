@@ -27,7 +27,7 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from guardrail.errors import InvalidInputError
 from guardrail.policy import RetryStep
 from guardrail.tools import check_tools, template_supports_tools
-from guardrail.validation import check_bool, check_finite, check_int, check_text
+from guardrail.validation import check_bool, check_finite, check_int, check_str, check_text
 
 __all__ = ["GENERATION_OPTIONS", "ROLES", "Message", "Prompt", "PromptBuilder", "check_generation"]
 
@@ -89,8 +89,8 @@ class PromptBuilder:
             raise InvalidInputError(f"`raw` must be a bool, got {raw!r}")
         if localize_in is not None:
             check_text("localize_in", localize_in)
-        if sources is not None and not isinstance(sources, str):
-            raise InvalidInputError(f"`sources` must be a str, got {type(sources).__name__}: {sources!r}")
+        if sources is not None:
+            check_str("sources", sources)
         specs = tuple(self._check_tools(tools, raw)) if tools else ()
         if isinstance(question, str):
             check_text("question", question)

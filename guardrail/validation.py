@@ -11,7 +11,7 @@ from numbers import Integral, Real
 
 from guardrail.errors import InvalidInputError
 
-__all__ = ["at_or_below", "check_bool", "check_finite", "check_int", "check_text", "finite_or_none"]
+__all__ = ["at_or_below", "check_bool", "check_finite", "check_int", "check_str", "check_text", "finite_or_none"]
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -21,10 +21,16 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_text(name: str, value: object) -> str:
-    """A ``str`` with a non-space character that encodes as UTF-8 (no lone surrogates)."""
+def check_str(name: str, value: object) -> str:
+    """A ``str`` (any, empty included)."""
     if not isinstance(value, str):
         raise InvalidInputError(f"`{name}` must be a str, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def check_text(name: str, value: object) -> str:
+    """A ``str`` with a non-space character that encodes as UTF-8 (no lone surrogates)."""
+    value = check_str(name, value)
     if not value.strip():
         raise InvalidInputError(f"`{name}` must contain a non-space character, got {value!r}")
     try:

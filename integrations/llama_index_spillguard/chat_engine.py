@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncGenerator, Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,14 @@ class SpillguardChatEngine(BaseChatEngine):
             self._history = []
         self._chat_engine.reset()
 
+    def _scope(
+        self, message: str, step: RetryStep, history: Sequence[ChatMessage]
+    ) -> AbstractContextManager[QueryScope]:
+        """The scope of one attempt at ``message``: this engine's grounding, under which the
+        conversation's earlier replies ground nothing (:meth:`QueryScope.sources`)."""
+        replies = [m.content for m in history if m.role == MessageRole.ASSISTANT and m.content]
+        return query_scope(message, step=step, grounded=self._grounding, written=replies)
+
     # -- chat ------------------------------------------------------------------------------
 
     def chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
@@ -147,7 +156,7 @@ class SpillguardChatEngine(BaseChatEngine):
         message, history = self._begin(message, chat_history)
 
         def attempt(step: RetryStep) -> Judged[Answer[AgentChatResponse]]:
-            with query_scope(message, step=step, grounded=self._grounding, written=_replies(history)) as scope:
+            with self._scope(message, step, history) as scope:
                 self._chat_engine.reset()
                 response = _settle(self._chat_engine.chat(message, chat_history=list(history)))
             return self._judged(message, response, scope, step)
@@ -159,7 +168,7 @@ class SpillguardChatEngine(BaseChatEngine):
         message, history = self._begin(message, chat_history)
 
         async def attempt(step: RetryStep) -> Judged[Answer[AgentChatResponse]]:
-            with query_scope(message, step=step, grounded=self._grounding, written=_replies(history)) as scope:
+            with self._scope(message, step, history) as scope:
                 self._chat_engine.reset()
                 response = await _asettle(await self._chat_engine.achat(message, chat_history=list(history)))
             return self._judged(message, response, scope, step)
@@ -174,7 +183,7 @@ class SpillguardChatEngine(BaseChatEngine):
             return _as_stream(self.chat(message, chat_history))
         message, history = self._begin(message, chat_history)
         step = self._policy.step(1)
-        with query_scope(message, step=step, grounded=self._grounding, written=_replies(history)) as scope:
+        with self._scope(message, step, history) as scope:
             self._chat_engine.reset()
             inner = self._chat_engine.stream_chat(message, chat_history=list(history))
 
@@ -199,7 +208,7 @@ class SpillguardChatEngine(BaseChatEngine):
             return _as_stream(await self.achat(message, chat_history))
         message, history = self._begin(message, chat_history)
         step = self._policy.step(1)
-        with query_scope(message, step=step, grounded=self._grounding, written=_replies(history)) as scope:
+        with self._scope(message, step, history) as scope:
             self._chat_engine.reset()
             inner = await self._chat_engine.astream_chat(message, chat_history=list(history))
 
@@ -252,11 +261,6 @@ class SpillguardChatEngine(BaseChatEngine):
             response=decision.text, sources=list(response.sources), source_nodes=list(response.source_nodes),
             metadata={**(response.metadata or {}), METADATA_KEY: evidence},
         )  # fmt: skip
-
-
-def _replies(history: Sequence[ChatMessage]) -> tuple[str, ...]:
-    """The model's earlier replies in ``history``: they ground nothing (:meth:`QueryScope.sources`)."""
-    return tuple(m.content for m in history if m.role == MessageRole.ASSISTANT and m.content)
 
 
 def _history(name: str, messages: object) -> list[ChatMessage]:

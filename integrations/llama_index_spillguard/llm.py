@@ -41,7 +41,7 @@ from llama_index.core.tools import BaseTool
 from guardrail import METADATA_KEY, Guard, InvalidInputError, TokenStep, Verdict
 from guardrail.grounding import prompt_sources
 from guardrail.tools import choose_tools, parse_tool_calls, template_supports_tools, with_tool_calls
-from guardrail.validation import check_finite, check_int
+from guardrail.validation import check_finite, check_int, check_str
 from llama_index_spillguard.evidence import verdict_evidence, verdict_logprobs
 from llama_index_spillguard.messages import to_chat_dicts, tool_call_kwargs, tool_selections, tool_specs
 from llama_index_spillguard.scope import QueryScope, current_scope
@@ -307,8 +307,7 @@ class SpillguardLLM(FunctionCallingLLM):
         return gen()
 
     def _completion_input(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        if not isinstance(prompt, str):
-            raise InvalidInputError(f"`prompt` must be a str, got {type(prompt).__name__}: {prompt!r}")
+        check_str("prompt", prompt)
         convert: Callable[[str], str] | None = self.completion_to_prompt
         if not formatted and convert is not None:
             prompt = convert(prompt)
